@@ -1,0 +1,1 @@
+"""The vqspeech command line (imported as ``vqspeech_cli``): thin typer commands over the library."""

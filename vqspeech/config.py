@@ -1,0 +1,406 @@
+"""Configuration: frozen dataclasses for the model, data and training, and recipe loading.
+
+A *recipe* is a :class:`Recipe` (model + data + train). Two are built in and accepted by
+name wherever a recipe path is: ``paper`` (the VQ-VAE paper's speech setup: 16 kHz, K=512,
+64x downsampling) and ``demo`` (sized for a 2-core CPU). A recipe file is YAML holding
+``base: paper|demo`` and nested overrides; ``--set model.quantizer.codebook_size=256``
+style overrides apply on top. Unknown keys are an error, never silently ignored.
+
+Every derived number (``hop_length``, receptive fields, token rate, bitrate) is computed
+here from the config, so no other module hard-codes it. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from vqspeech.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Strided 1-d conv encoder (paper section 4.3) plus non-causal dilated residual convs.
+
+    ``n_downsample`` stride-2 convolutions of width ``kernel_size`` give
+    ``hop_length = 2 ** n_downsample`` samples per latent (paper: 6 -> 64x). After them,
+    residual blocks with ``res_kernel_size`` and ``res_dilations`` (in latent frames) widen
+    each latent's context to a few hundred ms.
+    """
+
+    channels: int = 128
+    n_downsample: int = 6
+    kernel_size: int = 4
+    res_kernel_size: int = 3
+    res_dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per latent frame."""
+        return 2**self.n_downsample
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples that one latent frame can see (total width, both sides)."""
+        rf = 1
+        stride = 1
+        for _ in range(self.n_downsample):
+            rf += (self.kernel_size - 1) * stride
+            stride *= 2
+        for d in self.res_dilations:
+            rf += (self.res_kernel_size - 1) * d * stride
+        return rf
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """Vector quantiser (paper section 3.1, appendix A.1 for EMA).
+
+    ``beta`` weighs the commitment loss. With ``ema`` the codebook follows exponential
+    moving averages of the assigned encoder outputs (``ema_decay``, Laplace smoothing
+    ``ema_eps``) instead of the codebook loss's gradient. ``kmeans_init`` seeds the codebook
+    from the first training batch; ``dead_code_steps`` > 0 re-seeds codes unused for that
+    many steps from recent encoder outputs (0 disables).
+    """
+
+    dim: int = 64
+    codebook_size: int = 512
+    beta: float = 0.25
+    ema: bool = False
+    ema_decay: float = 0.99
+    ema_eps: float = 1e-5
+    kmeans_init: bool = False
+    kmeans_iters: int = 10
+    dead_code_steps: int = 0
+
+    @property
+    def bits_per_code(self) -> int:
+        """Bits one code takes when packed: ceil(log2 K)."""
+        return max(1, math.ceil(math.log2(self.codebook_size)))
+
+
+@dataclass(frozen=True)
+class WaveNetConfig:
+    """WaveNet decoder: causal dilated convs in cycles, gated units, residual and skip paths.
+
+    Dilations are ``2**i`` for ``i`` in ``range(layers_per_cycle)``, repeated
+    ``dilation_cycles`` times. The output is a ``quantization_channels``-way categorical over
+    mu-law samples (paper: 256, 8 bits). Local conditioning: ``z_q`` passes a latent-rate
+    conditioning network (``cond_channels``, ``cond_kernel_size``) and is repeated up to
+    the sample rate; global conditioning: a ``speaker_dim`` speaker vector.
+    """
+
+    residual_channels: int = 64
+    gate_channels: int = 128
+    skip_channels: int = 128
+    kernel_size: int = 2
+    layers_per_cycle: int = 8
+    dilation_cycles: int = 2
+    quantization_channels: int = 256
+    speaker_dim: int = 64
+    cond_channels: int = 128
+    cond_kernel_size: int = 3
+
+    @property
+    def dilations(self) -> tuple[int, ...]:
+        return tuple(2**i for i in range(self.layers_per_cycle)) * self.dilation_cycles
+
+    @property
+    def n_layers(self) -> int:
+        return self.layers_per_cycle * self.dilation_cycles
+
+    @property
+    def receptive_field(self) -> int:
+        """Past samples that one output can see: logits at t depend on samples t-R .. t-1."""
+        return 1 + (self.kernel_size - 1) * sum(self.dilations)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole VQ-VAE: encoder -> quantiser -> speaker-conditioned WaveNet decoder."""
+
+    sample_rate: int = 16000
+    n_speakers: int = 109
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    decoder: WaveNetConfig = field(default_factory=WaveNetConfig)
+
+    @property
+    def hop_length(self) -> int:
+        return self.encoder.hop_length
+
+    @property
+    def token_rate(self) -> float:
+        """Latent frames (tokens) per second."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bitrate(self) -> float:
+        """Raw bitrate of the token stream in bits/s: token_rate * ceil(log2 K)."""
+        return self.token_rate * self.quantizer.bits_per_code
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How training examples are drawn: fixed-length random crops, held-out utterances."""
+
+    segment_seconds: float = 1.0
+    valid_utterances_per_speaker: int = 2
+    valid_speakers: tuple[str, ...] = ()
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and loop settings (AdamW, warmup + cosine decay, clipping)."""
+
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 4e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a run needs; saved, resolved, into every checkpoint."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------
+# Built-in recipes
+
+
+def paper_recipe() -> Recipe:
+    """The paper's speech setup: 16 kHz, six stride-2 convs (64x), K=512, beta 0.25.
+
+    The paper does not give the WaveNet's width; we use the common 2 x 10-layer stack
+    (dilations up to 512) with 128 residual / 256 skip channels.
+    """
+    model = ModelConfig(
+        sample_rate=16000,
+        n_speakers=109,  # VCTK
+        encoder=EncoderConfig(channels=256, n_downsample=6, kernel_size=4),
+        quantizer=QuantizerConfig(dim=64, codebook_size=512, beta=0.25),
+        decoder=WaveNetConfig(
+            residual_channels=128,
+            gate_channels=256,
+            skip_channels=256,
+            layers_per_cycle=10,
+            dilation_cycles=2,
+            speaker_dim=64,
+            cond_channels=256,
+        ),
+    )
+    train = TrainConfig(steps=250_000, batch_size=16, lr=2e-4, warmup_steps=1000)
+    return Recipe(name="paper", model=model, train=train)
+
+
+def demo_recipe() -> Recipe:
+    """A CPU-sized model: same 64x encoder and K=512, a small, fast WaveNet."""
+    model = ModelConfig(
+        sample_rate=16000,
+        n_speakers=8,
+        encoder=EncoderConfig(channels=64, n_downsample=6, kernel_size=4),
+        quantizer=QuantizerConfig(dim=64, codebook_size=512, beta=0.25, ema=True, kmeans_init=True,
+                                  dead_code_steps=200),
+        decoder=WaveNetConfig(
+            residual_channels=64,
+            gate_channels=128,
+            skip_channels=128,
+            layers_per_cycle=10,
+            dilation_cycles=1,
+            speaker_dim=32,
+            cond_channels=64,
+        ),
+    )
+    data = DataConfig(segment_seconds=0.5)
+    train = TrainConfig(steps=800, batch_size=8, lr=1e-3, warmup_steps=50, eval_every=200,
+                        checkpoint_every=200)
+    return Recipe(name="demo", model=model, data=data, train=train)
+
+
+BUILTIN_RECIPES: dict[str, typing.Callable[[], Recipe]] = {"paper": paper_recipe, "demo": demo_recipe}
+
+
+# ---------------------------------------------------------------------------------------
+# dict <-> dataclass, strict
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain JSON/YAML-safe data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys or wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {where + '.' if where else ''}{unknown[0]}; known keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base``."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"model.quantizer.codebook_size=256"`` -> ``{"model": {"quantizer": {...: 256}}}``.
+
+    The value is parsed as YAML, so ``true``, ``0.5``, ``[1, 2, 4]`` mean what they say.
+    """
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. train.steps=500)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    node: dict[str, Any] = {}
+    parts = key.strip().split(".")
+    cursor = node
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return node
+
+
+def validate(recipe: Recipe) -> Recipe:
+    """Reject values that would build a broken model, with a message that says which."""
+    m = recipe.model
+    checks = [
+        (m.sample_rate > 0, "model.sample_rate must be positive"),
+        (m.n_speakers >= 1, "model.n_speakers must be at least 1"),
+        (m.encoder.n_downsample >= 1, "model.encoder.n_downsample must be at least 1"),
+        (m.encoder.kernel_size >= 2 and m.encoder.kernel_size % 2 == 0,
+         "model.encoder.kernel_size must be even and >= 2 (stride-2 convs halve the length exactly)"),
+        (m.encoder.res_kernel_size % 2 == 1, "model.encoder.res_kernel_size must be odd"),
+        (m.quantizer.codebook_size >= 2, "model.quantizer.codebook_size must be at least 2"),
+        (m.quantizer.codebook_size <= 65536, "model.quantizer.codebook_size must be at most 65536"),
+        (0.0 < m.quantizer.ema_decay < 1.0, "model.quantizer.ema_decay must be in (0, 1)"),
+        (m.decoder.kernel_size >= 2, "model.decoder.kernel_size must be at least 2"),
+        (m.decoder.gate_channels % 2 == 0, "model.decoder.gate_channels must be even (tanh and sigmoid halves)"),
+        (m.decoder.n_layers >= 1, "model.decoder needs at least one layer"),
+        (recipe.train.batch_size >= 1, "train.batch_size must be at least 1"),
+        (recipe.data.segment_seconds * m.sample_rate >= m.hop_length,
+         "data.segment_seconds is shorter than one latent frame"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return recipe
+
+
+def load_recipe(name_or_path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Resolve a built-in name (``paper``, ``demo``) or a YAML recipe file, plus overrides.
+
+    A YAML file may start from ``base: NAME`` (a built-in or another file, relative to it);
+    without ``base`` it starts from the defaults of :class:`Recipe`.
+    """
+    data = _recipe_dict(str(name_or_path), seen=())
+    for text in overrides:
+        data = merge(data, parse_override(text))
+    return validate(from_dict(Recipe, data))
+
+
+def _recipe_dict(name_or_path: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    if name_or_path in BUILTIN_RECIPES:
+        return to_dict(BUILTIN_RECIPES[name_or_path]())
+    path = Path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(sorted(BUILTIN_RECIPES))
+        raise ConfigError(f"recipe {name_or_path!r} is neither a built-in ({known}) nor a file")
+    if str(path.resolve()) in seen:
+        raise ConfigError(f"recipe {path} includes itself through 'base'")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read recipe {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe {path} must be a YAML mapping")
+    base_name = raw.pop("base", None)
+    if base_name is None:
+        base = to_dict(Recipe())
+    else:
+        ref = str(base_name)
+        if ref not in BUILTIN_RECIPES:
+            ref = str((path.parent / ref).resolve())
+        base = _recipe_dict(ref, seen + (str(path.resolve()),))
+    raw.setdefault("name", path.stem)
+    return merge(base, raw)
+
+
+def recipe_from_dict(data: dict[str, Any]) -> Recipe:
+    """Rebuild a recipe saved with :func:`to_dict` (e.g. from a checkpoint)."""
+    return validate(from_dict(Recipe, data))

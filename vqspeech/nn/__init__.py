@@ -1,0 +1,1 @@
+"""Neural building blocks, each independent of the others: quantiser, encoder, WaveNet decoder."""

@@ -1,0 +1,102 @@
+"""``vqspeech data ...``: prepare speech data (a synthetic demo corpus for now)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from vqspeech_cli.errors import boundary, stderr
+from vqspeech_cli.options import Quiet
+
+from vqspeech.data.synth import synthesize_corpus
+from vqspeech.data.voices import ENGINES
+
+app = typer.Typer(
+    help="Prepare speech data: synthesise a small multi-speaker demo corpus (VCTK 0.92 layout).",
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def _data() -> None:
+    """Prepare speech data: synthesise a small multi-speaker demo corpus (VCTK 0.92 layout)."""
+
+
+class _Bar:
+    """A rich progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, quiet: bool, label: str) -> None:
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        if not quiet and stderr.is_terminal:
+            self.progress = Progress(
+                TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), console=stderr,
+            )  # fmt: skip
+            self.task = self.progress.add_task(label, total=None)
+            self.progress.start()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[
+        Path, typer.Argument(help="Folder to write the corpus into (created; must be empty).")
+    ],
+    speakers: Annotated[
+        int, typer.Option("--speakers", min=1, help="Number of speakers (s01, s02, ...).")
+    ] = 8,
+    utterances: Annotated[int, typer.Option("--utterances", min=1, help="Utterances per speaker.")] = 40,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Picks sentences, ages and levels; same seed, same files.")
+    ] = 0,
+    engines: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--engine",
+            help=f"Synthesiser to use ({', '.join(ENGINES)}; repeatable). Default: every one installed.",
+            metavar="NAME",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace a corpus already in OUT_DIR (its audio, txt, speaker-info)."
+        ),
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Synthesise a multi-speaker demo corpus in the VCTK 0.92 layout (48 kHz FLAC, txt/, speaker-info.txt).
+
+    Voices come from eSpeak NG (pip package espeakng-loader), plus flite and Festival voices when
+    those programs are installed. Train on it with: vqspeech train demo --data OUT_DIR
+    """
+    bar = _Bar(quiet, "synth")
+    with boundary():
+        try:
+            result = synthesize_corpus(
+                out_dir,
+                n_speakers=speakers,
+                n_utterances=utterances,
+                seed=seed,
+                engines=engines or None,
+                overwrite=overwrite,
+                progress=bar,
+            )
+        finally:
+            bar.close()
+    if not quiet:
+        voices = ", ".join(f"{s.name}={s.voice.engine}:{s.voice.name}" for s in result.speakers)
+        stderr.print(
+            f"wrote {result.n_utterances} utterances ({result.seconds / 60:.1f} min) from "
+            f"{len(result.speakers)} speakers to {result.root}: {voices}"
+        )

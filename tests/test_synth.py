@@ -1,0 +1,175 @@
+"""The demo corpus: eSpeak NG speech in the VCTK 0.92 layout, deterministic, distinct voices; its CLI.
+
+eSpeak NG (pip: espeakng-loader) is a dependency of the project: these tests fail, not
+skip, when it cannot be loaded. flite and Festival are optional and tested only if present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+from vqspeech_cli.data import app
+
+from vqspeech.data import voices
+from vqspeech.data.corpus import Corpus, open_corpus
+from vqspeech.data.sentences import SENTENCES
+from vqspeech.data.synth import plan_corpus, synthesize_corpus
+from vqspeech.data.vctk import parse_speaker_info
+from vqspeech.errors import DataError
+
+runner = CliRunner()
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".vqspeech-cache" not in p.parts
+    }
+
+
+def median_f0(audio: np.ndarray, sample_rate: int) -> float:
+    """Median pitch of voiced 40 ms frames by autocorrelation (60-400 Hz)."""
+    frame = int(0.04 * sample_rate)
+    lo, hi = sample_rate // 400, sample_rate // 60
+    pitches = []
+    for start in range(0, audio.shape[0] - frame, frame // 2):
+        x = audio[start : start + frame] - audio[start : start + frame].mean()
+        if np.sqrt(np.mean(x * x)) < 0.03:
+            continue
+        ac = np.correlate(x, x, "full")[frame - 1 :]
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.4 * ac[0]:
+            pitches.append(sample_rate / lag)
+    assert pitches, "no voiced frames found"
+    return float(np.median(pitches))
+
+
+def test_espeak_loads_and_speaks() -> None:
+    samples, rate = voices.ESpeak().synthesize("Hello there.", voices.ESPEAK_MALE[0])
+    assert rate == 22050 and samples.dtype == np.int16 and samples.shape[0] > 0.3 * rate
+    with pytest.raises(DataError, match="no voice"):
+        voices.ESpeak().synthesize("Hi.", voices.Voice("espeak", "xx-nope", "M", "a", "b"))
+
+
+def test_demo_corpus_has_the_vctk_092_layout(demo_corpus_dir: Path) -> None:
+    root = demo_corpus_dir
+    speakers = ["s01", "s02", "s03"]
+    info = parse_speaker_info((root / "speaker-info.txt").read_text())
+    assert list(info) == speakers
+    assert [info[s].gender for s in speakers] == ["F", "M", "F"]
+    assert all(info[s].accent and info[s].age and "espeak" in (info[s].comment or "") for s in speakers)
+    for speaker in speakers:
+        flacs = sorted((root / "wav48_silence_trimmed" / speaker).iterdir())
+        assert [p.name for p in flacs] == [f"{speaker}_{i:03d}_mic1.flac" for i in range(1, 5)]
+        texts = sorted((root / "txt" / speaker).iterdir())
+        assert [p.name for p in texts] == [f"{speaker}_{i:03d}.txt" for i in range(1, 5)]
+        for flac in flacs:
+            meta = sf.info(str(flac))
+            assert (meta.samplerate, meta.channels, meta.format, meta.subtype) == (48000, 1, "FLAC", "PCM_16")
+            assert 1.0 < meta.duration < 8.0
+    shared = {(root / "txt" / s / f"{s}_001.txt").read_text() for s in speakers}
+    assert len(shared) == 1 and shared.pop().strip() in SENTENCES  # utterance 001 is common
+
+
+def test_demo_corpus_opens_as_vctk(demo_corpus: Corpus) -> None:
+    assert demo_corpus.kind == "vctk-0.92" and len(demo_corpus) == 12
+    assert demo_corpus.speakers.names == ["s01", "s02", "s03"]
+    assert all(u.text in SENTENCES for u in demo_corpus.utterances)
+    assert demo_corpus.warnings == ()
+    assert 20 < demo_corpus.total_seconds < 80
+
+
+def test_voices_differ_in_pitch(demo_corpus: Corpus) -> None:
+    def speaker_f0(name: str) -> float:
+        utt = next(u for u in demo_corpus.utterances if u.speaker == name)
+        audio, rate = sf.read(utt.path, dtype="float32")
+        return median_f0(audio, rate)
+
+    female, male = speaker_f0("s01"), speaker_f0("s02")
+    assert female > 1.5 * male, (female, male)
+    assert 60 < male < 160 and 150 < female < 350
+
+
+def test_same_seed_same_bytes_other_seed_other_corpus(tmp_path: Path, demo_corpus_dir: Path) -> None:
+    a = synthesize_corpus(tmp_path / "a", n_speakers=2, n_utterances=2, seed=0, engines=("espeak",))
+    synthesize_corpus(tmp_path / "b", n_speakers=2, n_utterances=2, seed=0, engines=("espeak",), workers=1)
+    assert a.n_utterances == 4 and a.seconds > 2 and [s.name for s in a.speakers] == ["s01", "s02"]
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+    # A subset of the session corpus (same seed): same voices, same sentences, same bytes.
+    session = tree_digest(demo_corpus_dir)
+    for name, digest in tree_digest(tmp_path / "a").items():
+        if name.endswith(("_001_mic1.flac", "_002_mic1.flac", "_001.txt", "_002.txt")):
+            assert session[name] == digest, name
+    synthesize_corpus(tmp_path / "c", n_speakers=2, n_utterances=2, seed=1, engines=("espeak",))
+    assert tree_digest(tmp_path / "c") != tree_digest(tmp_path / "a")
+
+
+def test_plan_is_deterministic_and_varied() -> None:
+    plan = plan_corpus(20, 30, seed=4, engines=("espeak",))
+    assert plan == plan_corpus(20, 30, seed=4, engines=("espeak",))
+    assert plan != plan_corpus(20, 30, seed=5, engines=("espeak",))
+    assert len({(s.voice.name, s.voice.pitch, s.voice.rate) for s, _ in plan}) == 20
+    assert [s.name for s, _ in plan][:3] == ["s01", "s02", "s03"]
+    assert [s.voice.gender for s, _ in plan][:4] == ["F", "M", "F", "M"]
+    for _, sentences in plan:
+        assert sentences[0] == plan[0][1][0] and len(set(sentences)) == 30
+    long_plan = plan_corpus(1, len(SENTENCES) + 10)
+    assert len(long_plan[0][1]) == len(SENTENCES) + 10
+    with pytest.raises(DataError):
+        plan_corpus(0, 3)
+
+
+def test_engine_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DataError, match="unknown synthesis engine 'sapi'"):
+        plan_corpus(2, 2, engines=("sapi",))
+    monkeypatch.setattr(voices.shutil, "which", lambda name: None)
+    assert voices.available_engines() == ("espeak",)
+    with pytest.raises(DataError, match="'flite' is not installed"):
+        plan_corpus(2, 2, engines=("flite",))
+
+
+def test_refuses_a_non_empty_folder_unless_overwriting(tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match="not empty"):
+        synthesize_corpus(out, n_speakers=1, n_utterances=1, engines=("espeak",))
+    synthesize_corpus(out, n_speakers=2, n_utterances=1, engines=("espeak",), overwrite=True)
+    synthesize_corpus(out, n_speakers=1, n_utterances=1, engines=("espeak",), overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "wav48_silence_trimmed").iterdir()) == ["s01"]
+
+
+@pytest.mark.skipif(
+    not ({"flite", "festival"} & set(voices.available_engines())),
+    reason="optional: flite/Festival not installed",
+)
+def test_optional_engines_when_installed(tmp_path: Path) -> None:
+    engines = tuple(e for e in ("flite", "festival") if e in voices.available_engines())
+    result = synthesize_corpus(tmp_path / "n", n_speakers=2, n_utterances=1, engines=engines)
+    assert {s.voice.engine for s in result.speakers} <= set(engines)
+    assert open_corpus(tmp_path / "n").speakers.names == ["s01", "s02"]
+
+
+def test_cli_synth(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = runner.invoke(
+        app, ["synth", str(out), "--speakers", "2", "--utterances", "2", "--engine", "espeak"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 4 utterances" in result.output and "s01=espeak:" in result.output
+    assert len(list((out / "wav48_silence_trimmed").rglob("*.flac"))) == 4
+
+    again = runner.invoke(app, ["synth", str(out), "--speakers", "2", "--utterances", "2"])
+    assert again.exit_code == 1
+    assert "error:" in again.output and "--overwrite" in again.output and "Traceback" not in again.output
+
+    bad = runner.invoke(app, ["synth", str(tmp_path / "x"), "--speakers", "0"])
+    assert bad.exit_code == 2
+    assert runner.invoke(app, ["synth", "--help"]).exit_code == 0

@@ -1,0 +1,189 @@
+"""The one place that reads and writes audio files.
+
+:func:`load_audio` reads anything libsndfile reads (WAV, FLAC, OGG/Vorbis, ...), at any
+sample rate and channel count, and returns mono float32 ``[T]`` at the requested
+``sample_rate`` (default 16000 Hz): channels are averaged, the rate is converted with soxr
+at high quality (the ``soxr_hq`` resampler that librosa uses). :func:`save_audio` writes
+atomically: a temporary file in the target's folder, then :func:`os.replace`, so a reader
+never sees a half-written file and an existing file is replaced only on success.
+
+Every failure is an :class:`~vqspeech.errors.AudioError` whose message names the file and
+says what to do. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from vqspeech.errors import AudioError
+
+#: What :func:`load_audio` and :func:`save_audio` accept: a path or a binary file object.
+AudioTarget = str | os.PathLike[str] | BinaryIO
+
+#: File extension -> (libsndfile format, default subtype) for :func:`save_audio`.
+FORMATS: dict[str, tuple[str, str]] = {
+    ".wav": ("WAV", "PCM_16"),
+    ".flac": ("FLAC", "PCM_16"),
+    ".ogg": ("OGG", "VORBIS"),
+}
+
+#: File extensions that :func:`is_audio_file` accepts (lower case, with the dot).
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg"})
+
+
+def is_audio_file(path: str | os.PathLike[str]) -> bool:
+    """True for a visible file whose extension is a supported audio format (``.wav/.flac/.ogg``).
+
+    Hidden files (``.DS_Store``, macOS ``._name.wav`` resource forks) are never audio.
+    """
+    p = Path(path)
+    return not p.name.startswith(".") and p.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def resample(audio: np.ndarray, orig_sample_rate: int, sample_rate: int) -> np.ndarray:
+    """Mono float32 ``[T]`` at ``orig_sample_rate`` -> float32 ``[T']`` at ``sample_rate`` (soxr HQ).
+
+    ``T' = ceil(T * sample_rate / orig_sample_rate)``; returns the input unchanged when the
+    rates are equal.
+    """
+    if orig_sample_rate <= 0 or sample_rate <= 0:
+        raise AudioError(f"sample rates must be positive, got {orig_sample_rate} -> {sample_rate}")
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    if orig_sample_rate == sample_rate:
+        return audio
+    out = soxr.resample(audio, orig_sample_rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _name(source: AudioTarget) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "name", "<file object>"))
+
+
+def audio_info(source: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """``(frames, sample_rate, channels)`` of an audio file, read from its header only."""
+    path = Path(source)
+    _check_path(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(
+            f"{path}: not a readable audio file ({_reason(exc)}); convert it to WAV or FLAC"
+        ) from None
+    return int(info.frames), int(info.samplerate), int(info.channels)
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(f"{path}: no such audio file; check the path")
+    if not path.is_file():
+        raise AudioError(f"{path}: is not a file; give the path of a WAV, FLAC or OGG file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: the file is empty (0 bytes); re-export or remove it")
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def load_audio(source: AudioTarget, sample_rate: int = 16000) -> np.ndarray:
+    """Read an audio file (path or binary file object) -> mono float32 ``[T]`` at ``sample_rate`` Hz.
+
+    Integer PCM is scaled to [-1, 1); channels are averaged; other rates are converted with
+    soxr HQ. Pure silence is valid. Raises :class:`AudioError` for a missing or empty file,
+    bytes that are not audio, a file with zero samples, or NaN/inf samples.
+    """
+    name = _name(source)
+    if isinstance(source, (str, os.PathLike)):
+        _check_path(Path(source))
+        opened: str | BinaryIO = os.fspath(source)
+    else:
+        opened = source
+    try:
+        data, orig_rate = sf.read(opened, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
+        raise AudioError(
+            f"{name}: not a readable audio file ({_reason(exc)}); convert it to WAV or FLAC"
+        ) from None
+    except OSError as exc:
+        raise AudioError(f"{name}: cannot read the file ({_reason(exc)}); check its permissions") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{name}: the file holds no samples; re-export or remove it")
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(mono).all():
+        raise AudioError(f"{name}: the file holds NaN or infinite samples; re-export it as PCM or remove it")
+    return resample(mono, int(orig_rate), sample_rate)
+
+
+def save_audio(
+    target: AudioTarget,
+    audio: np.ndarray,
+    sample_rate: int,
+    subtype: str | None = None,
+    format: str | None = None,
+) -> None:
+    """Write mono audio ``[T]`` (float in [-1, 1]; clipped for PCM) at ``sample_rate`` Hz.
+
+    For a path, the format comes from the extension (``.wav`` -> 16-bit PCM WAV, ``.flac``
+    -> 16-bit FLAC, ``.ogg`` -> Vorbis; ``subtype`` overrides the encoding) and the write
+    is atomic: a temporary file in the same folder is renamed over the target, so an
+    existing file is replaced only when the new one is complete. For a file object,
+    ``format`` (default ``"WAV"``) says the container.
+    """
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim != 1:
+        raise AudioError(f"save_audio expects mono audio [T], got shape {tuple(samples.shape)}")
+    if sample_rate <= 0:
+        raise AudioError(f"sample_rate must be positive, got {sample_rate}")
+    if not np.isfinite(samples).all():
+        raise AudioError("audio holds NaN or infinite samples; nothing was written")
+
+    if not isinstance(target, (str, os.PathLike)):
+        fmt = (format or "WAV").upper()
+        sub = subtype or {f: s for f, s in FORMATS.values()}.get(fmt)
+        _write(target, samples, sample_rate, fmt, sub)
+        return
+
+    path = Path(target)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        known = ", ".join(sorted(FORMATS))
+        raise AudioError(f"{path}: unknown audio extension {suffix!r}; use one of {known}")
+    fmt, default_subtype = FORMATS[suffix]
+    if not path.parent.is_dir():
+        raise AudioError(f"{path}: folder {path.parent} does not exist; create it first")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            _write(handle, samples, sample_rate, fmt, subtype or default_subtype)
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+def _write(
+    target: str | BinaryIO, samples: np.ndarray, sample_rate: int, fmt: str, subtype: str | None
+) -> None:
+    if subtype is not None and subtype.upper().startswith("PCM"):
+        # libsndfile wraps around on overflow when converting float to int: clip first.
+        samples = np.clip(samples, -1.0, 1.0)
+    try:
+        sf.write(target, samples, sample_rate, format=fmt, subtype=subtype)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"{_name(target)}: cannot write {fmt}/{subtype} audio ({_reason(exc)})") from None
+    except OSError as exc:
+        raise AudioError(
+            f"{_name(target)}: cannot write the file ({_reason(exc)}); check free space and permissions"
+        ) from None

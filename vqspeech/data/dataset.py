@@ -1,0 +1,179 @@
+"""Torch datasets over a :class:`~vqspeech.data.corpus.Corpus`'s cached 16 kHz audio.
+
+* :class:`RandomCrops` - training: an endless stream of ``(audio [T], speaker_id)`` with
+  ``T = segment_length`` samples, cropped at random from utterances drawn with probability
+  proportional to their length (so every second of audio is equally likely). Utterances
+  shorter than the crop are zero-padded at the end, never skipped, so no speaker vanishes.
+  The stream is a pure function of ``seed`` (and the DataLoader worker id).
+* :class:`UtteranceDataset` - validation: whole utterances in a fixed order, optionally cut
+  to ``max_length`` samples from the start, padded to a multiple of ``hop_length``.
+
+Audio comes from an :class:`AudioStore`: 16-bit samples preloaded in memory when the corpus
+is small (the demo corpus is ~30 MB), read slice by slice from the cached WAVs otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from vqspeech.data.corpus import Utterance
+from vqspeech.data.speakers import SpeakerTable
+from vqspeech.errors import DataError
+
+#: Corpora whose cached audio is at most this many bytes are preloaded by default.
+PRELOAD_LIMIT_BYTES = 1 << 30
+
+Example = tuple[Tensor, Tensor]
+
+
+def segment_length(segment_seconds: float, sample_rate: int, hop_length: int = 1) -> int:
+    """Crop length in samples: ``segment_seconds * sample_rate`` rounded to the nearest
+    multiple of ``hop_length`` (at least one hop), so every crop has a whole number of latents.
+    """
+    if segment_seconds <= 0 or sample_rate <= 0 or hop_length <= 0:
+        raise DataError("segment_seconds, sample_rate and hop_length must be positive")
+    hops = max(1, round(segment_seconds * sample_rate / hop_length))
+    return hops * hop_length
+
+
+class AudioStore:
+    """Random access to utterances' cached 16-bit audio as float32.
+
+    ``preload=None`` (default) preloads when the total is at most ``PRELOAD_LIMIT_BYTES``
+    (1 GiB of int16); otherwise each :meth:`read` decodes only the requested slice.
+    """
+
+    def __init__(self, utterances: Sequence[Utterance], preload: bool | None = None) -> None:
+        self.utterances = tuple(utterances)
+        total = 2 * sum(u.num_samples for u in self.utterances)
+        self.preloaded = total <= PRELOAD_LIMIT_BYTES if preload is None else preload
+        self._arrays: list[np.ndarray] = []
+        if self.preloaded:
+            self._arrays = [self._read_file(u, 0, u.num_samples) for u in self.utterances]
+
+    @staticmethod
+    def _read_file(utt: Utterance, start: int, stop: int) -> np.ndarray:
+        try:
+            data, _ = sf.read(str(utt.path), start=start, stop=stop, dtype="int16", always_2d=False)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise DataError(
+                f"cached audio {utt.path} is unreadable ({exc}); delete the cache folder to rebuild it"
+            ) from None
+        return np.asarray(data, dtype=np.int16)
+
+    def read(self, index: int, start: int = 0, length: int | None = None) -> np.ndarray:
+        """Samples ``[start, start + length)`` of utterance ``index`` as float32 ``[length]``.
+
+        Past the end of the utterance the result is zero-padded; ``length=None`` reads to
+        the end.
+        """
+        utt = self.utterances[index]
+        stop = utt.num_samples if length is None else min(utt.num_samples, start + length)
+        if self.preloaded:
+            chunk = self._arrays[index][start:stop]
+        else:
+            chunk = self._read_file(utt, start, stop) if stop > start else np.zeros(0, np.int16)
+        out = np.zeros(length if length is not None else chunk.shape[0], dtype=np.float32)
+        out[: chunk.shape[0]] = chunk * np.float32(1.0 / 32768.0)
+        return out
+
+
+class RandomCrops(IterableDataset[Example]):
+    """Endless random crops for training: yields ``(audio float32 [segment_length], speaker_id int64 [])``.
+
+    Each iterator draws from ``numpy.random.default_rng([seed, worker_id])``: the same seed
+    and number of DataLoader workers give the same stream. When resuming training, pass a
+    different seed (e.g. ``seed + step``) so crops do not repeat.
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        speakers: SpeakerTable,
+        segment_length: int,
+        seed: int = 0,
+        preload: bool | None = None,
+    ) -> None:
+        if not utterances:
+            raise DataError("no training utterances; the corpus or split is empty")
+        if segment_length <= 0:
+            raise DataError(f"segment_length must be positive, got {segment_length}")
+        self.store = AudioStore(utterances, preload=preload)
+        self.segment_length = segment_length
+        self.seed = seed
+        self.speaker_ids = np.array([speakers.id(u.speaker) for u in utterances], dtype=np.int64)
+        lengths = np.array([max(1, u.num_samples) for u in utterances], dtype=np.float64)
+        self._cumulative = np.cumsum(lengths)
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """One crop drawn with ``rng``: ``(audio float32 [segment_length], speaker_id)``."""
+        index = int(np.searchsorted(self._cumulative, rng.random() * self._cumulative[-1], side="right"))
+        index = min(index, len(self.speaker_ids) - 1)
+        n = self.store.utterances[index].num_samples
+        start = int(rng.integers(0, n - self.segment_length + 1)) if n > self.segment_length else 0
+        return self.store.read(index, start, self.segment_length), int(self.speaker_ids[index])
+
+    def __iter__(self) -> Iterator[Example]:
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info is not None else 0])
+        while True:
+            audio, speaker = self.sample(rng)
+            yield torch.from_numpy(audio), torch.tensor(speaker, dtype=torch.int64)
+
+
+class UtteranceDataset(Dataset[Example]):
+    """Whole utterances for validation: ``(audio float32 [T], speaker_id int64 [])``, in order.
+
+    ``T`` is the utterance length, cut to ``max_length`` samples from the start when given,
+    then zero-padded up to a multiple of ``hop_length``. ``utterances[i]`` is item ``i``'s
+    :class:`Utterance` (for its id and true length).
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        speakers: SpeakerTable,
+        hop_length: int = 1,
+        max_length: int | None = None,
+        preload: bool | None = None,
+    ) -> None:
+        if hop_length <= 0:
+            raise DataError(f"hop_length must be positive, got {hop_length}")
+        self.utterances = tuple(utterances)
+        self.store = AudioStore(self.utterances, preload=preload)
+        self.hop_length = hop_length
+        self.max_length = max_length
+        self.speaker_ids = [speakers.id(u.speaker) for u in self.utterances]
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> Example:
+        n = self.utterances[index].num_samples
+        if self.max_length is not None:
+            n = min(n, self.max_length)
+        padded = max(1, math.ceil(n / self.hop_length)) * self.hop_length
+        audio = self.store.read(index, 0, n)
+        if padded > n:
+            audio = np.pad(audio, (0, padded - n))
+        return torch.from_numpy(audio), torch.tensor(self.speaker_ids[index], dtype=torch.int64)
+
+
+def pad_collate(batch: Sequence[Example]) -> tuple[Tensor, Tensor, Tensor]:
+    """Collate examples of different lengths: ``(audio [B, T_max], speaker_id [B], lengths [B])``.
+
+    Shorter clips are zero-padded at the end; ``lengths`` holds each clip's own length.
+    """
+    lengths = torch.tensor([audio.shape[0] for audio, _ in batch], dtype=torch.int64)
+    out = torch.zeros(len(batch), int(lengths.max()) if len(batch) else 0)
+    for i, (audio, _) in enumerate(batch):
+        out[i, : audio.shape[0]] = audio
+    speakers = torch.stack([speaker for _, speaker in batch]) if batch else torch.zeros(0, dtype=torch.int64)
+    return out, speakers, lengths

@@ -156,6 +156,7 @@ class DataConfig:
     segment_seconds: float = 1.0
     valid_utterances_per_speaker: int = 2
     valid_speakers: tuple[str, ...] = ()
+    valid_max_segments: int = 32  # held-out segments per evaluation: bounds its cost
     num_workers: int = 0
 
 

@@ -1,0 +1,149 @@
+"""Checkpoints: model weights + resolved recipe + speaker table (+ optional training state).
+
+A checkpoint is a ``torch.save`` archive holding only tensors and plain Python data (dicts,
+lists, str, int, float, bool), so it loads with ``torch.load(weights_only=True)``: no pickled
+classes, nothing executed on load. Layout::
+
+    {"format": "vqspeech-checkpoint", "version": 1, "vqspeech_version": "0.1.0",
+     "recipe": {...to_dict(Recipe)...}, "speakers": [{"name": "p225", ...}, ...],
+     "model": {state_dict}, "training": {...} | {}}
+
+``speakers[i]`` is speaker id ``i``. Files are written to a temp file and renamed, so a
+crash never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vqspeech import __version__
+from vqspeech.config import Recipe, recipe_from_dict, to_dict
+from vqspeech.errors import CheckpointError, ConfigError
+from vqspeech.model import VQVAE
+
+CHECKPOINT_FORMAT = "vqspeech-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint. ``training`` is empty for inference-only exports."""
+
+    recipe: Recipe
+    speakers: list[dict[str, Any]]
+    model_state: dict[str, Tensor]
+    training: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def build_model(self, device: torch.device | str = "cpu") -> VQVAE:
+        """The model with these weights, in eval mode, on ``device``."""
+        model = VQVAE(self.recipe.model)
+        try:
+            model.load_state_dict(self.model_state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{self.path}: weights do not fit the saved config ({first})") from None
+        return model.to(device).eval()
+
+    @property
+    def speaker_names(self) -> list[str]:
+        return [str(s["name"]) for s in self.speakers]
+
+    def speaker_id(self, name: str) -> int:
+        """Index of speaker ``name``; the error lists the known ones."""
+        names = self.speaker_names
+        if name not in names:
+            raise CheckpointError(f"unknown speaker {name!r}; this model knows: {', '.join(names)}")
+        return names.index(name)
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits identifying config + weights (see :func:`model_fingerprint`)."""
+        return model_fingerprint(self.recipe, self.model_state)
+
+
+def model_fingerprint(recipe: Recipe, model_state: dict[str, Tensor]) -> str:
+    """SHA-256 over the model config (canonical JSON) and every weight's bytes, first 16 hex.
+
+    Token files record it so that decoding with a different model is refused.
+    """
+    digest = hashlib.sha256(json.dumps(to_dict(recipe.model), sort_keys=True).encode())
+    for name in sorted(model_state):
+        tensor = model_state[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: VQVAE,
+    recipe: Recipe,
+    speakers: list[dict[str, Any]],
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    if speakers and len(speakers) != recipe.model.n_speakers:
+        raise ConfigError(
+            f"speaker table has {len(speakers)} entries but model.n_speakers is {recipe.model.n_speakers}"
+        )
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "vqspeech_version": __version__,
+        "recipe": to_dict(recipe),
+        "speakers": speakers,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "training": training or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint with ``weights_only=True``; any problem is a :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged archive
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable vqspeech checkpoint ({reason[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a vqspeech checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')}; this vqspeech reads version "
+            f"{CHECKPOINT_VERSION} (upgrade vqspeech)"
+        )
+    try:
+        recipe = recipe_from_dict(payload["recipe"])
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: saved recipe is invalid ({exc})") from None
+    return Checkpoint(
+        recipe=recipe,
+        speakers=list(payload.get("speakers", [])),
+        model_state=payload["model"],
+        training=payload.get("training", {}),
+        path=path,
+    )

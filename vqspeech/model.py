@@ -1,0 +1,122 @@
+"""The VQ-VAE for speech: encoder -> vector quantiser -> speaker-conditioned WaveNet decoder.
+
+Loss (paper eq. 3): ``log p(x | z_q(x)) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2``, with the
+reconstruction term a 256-way cross-entropy over 8-bit mu-law samples under teacher forcing,
+and the straight-through estimator carrying the decoder's gradient to the encoder.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqspeech.config import ModelConfig
+from vqspeech.features import mu_law_decode, mu_law_encode
+from vqspeech.nn.encoder import Encoder
+from vqspeech.nn.quantizer import VectorQuantizer
+from vqspeech.nn.wavenet import WaveNet
+
+
+class VQVAEOutput(NamedTuple):
+    """What one training forward pass returns; every loss term is a named scalar."""
+
+    loss: Tensor  # reconstruction + codebook + commitment (the commitment term already has beta)
+    reconstruction_loss: Tensor  # cross-entropy in nats per sample
+    codebook_loss: Tensor
+    commitment_loss: Tensor
+    perplexity: Tensor  # of the batch's code usage
+    usage: Tensor  # [K] code counts in the batch
+    codes: Tensor  # [B, F] int64
+    logits: Tensor  # [B, Q, T] decoder logits over mu-law classes
+
+
+class VQVAE(nn.Module):
+    """Speech VQ-VAE. Audio is float ``[B, T]`` at ``config.sample_rate``; codes are ``[B, F]``
+    with ``F = ceil(T / hop_length)``; speakers are int64 ids ``[B]`` into the speaker table
+    (or, for :meth:`decode`, float speaker vectors ``[B, speaker_dim]``).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        q = config.quantizer
+        self.encoder = Encoder(config.encoder, q.dim)
+        self.quantizer = VectorQuantizer(q)
+        self.speaker_embedding = nn.Embedding(config.n_speakers, config.decoder.speaker_dim)
+        self.decoder = WaveNet(config.decoder, cond_dim=q.dim, hop_length=config.hop_length)
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    def forward(self, audio: Tensor, speaker: Tensor) -> VQVAEOutput:
+        """Teacher-forced training pass. ``audio`` ``[B, T]`` with ``T % hop_length == 0``."""
+        z_e = self.encoder(audio)
+        vq = self.quantizer(z_e)
+        target = mu_law_encode(audio, self.config.decoder.quantization_channels)
+        logits = self.decoder(target, vq.quantized, self.speaker_embedding(speaker))
+        reconstruction = F.cross_entropy(logits.float(), target)
+        loss = reconstruction + vq.codebook_loss + vq.commitment_loss
+        return VQVAEOutput(
+            loss=loss,
+            reconstruction_loss=reconstruction,
+            codebook_loss=vq.codebook_loss,
+            commitment_loss=vq.commitment_loss,
+            perplexity=vq.perplexity,
+            usage=vq.usage,
+            codes=vq.codes,
+            logits=logits,
+        )
+
+    def pad(self, audio: Tensor) -> Tensor:
+        """Right-pad ``[B, T]`` audio with zeros to a multiple of ``hop_length``."""
+        remainder = audio.shape[-1] % self.hop_length
+        return F.pad(audio, (0, self.hop_length - remainder)) if remainder else audio
+
+    @torch.no_grad()
+    def encode(self, audio: Tensor) -> Tensor:
+        """Float audio ``[B, T]`` -> codes ``[B, ceil(T / hop_length)]`` (int64). Deterministic."""
+        return self.quantizer.quantize(self.encoder(self.pad(audio)))
+
+    def speaker_vector(self, speaker: Tensor) -> Tensor:
+        """Speaker ids ``[B]`` (int64) -> vectors ``[B, speaker_dim]``; vectors pass through."""
+        if speaker.dtype in (torch.int32, torch.int64):
+            return self.speaker_embedding(speaker)
+        return speaker
+
+    @torch.no_grad()
+    def decode(
+        self,
+        codes: Tensor,
+        speaker: Tensor,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Codes ``[B, F]`` + speaker ids ``[B]`` (or vectors) -> float audio ``[B, F * hop_length]``.
+
+        Autoregressive WaveNet sampling with cached activations; ``temperature=0`` is greedy.
+        The same ``generator`` seed gives the same waveform.
+        """
+        z_q = self.quantizer.lookup(codes)
+        classes = self.decoder.generate(
+            z_q, self.speaker_vector(speaker), temperature=temperature, generator=generator
+        )
+        return mu_law_decode(classes, self.config.decoder.quantization_channels)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable + buffer-free parameter counts per part and in total."""
+        parts = {
+            "encoder": self.encoder,
+            "quantizer": self.quantizer,
+            "speaker_embedding": self.speaker_embedding,
+            "decoder": self.decoder,
+        }
+        counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
+        # An EMA codebook is a buffer, not a parameter, but it is still part of the model's size.
+        if "codebook" not in dict(self.quantizer.named_parameters()):
+            counts["quantizer"] += self.quantizer.codebook.numel()
+        counts["total"] = sum(counts.values())
+        return counts

@@ -130,3 +130,10 @@ def test_bad_checkpoints_are_refused_with_a_checkpoint_error(tmp_path, model, re
         torch.save({"state_dict": model.state_dict()}, path)
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 7, 16, 50])
+def test_chunked_encoding_gives_exactly_the_whole_file_codes(model: VQVAE, chunk_frames: int) -> None:
+    audio = _audio(2, 120)[:, :-17]  # not a whole number of frames
+    whole = model.encode(audio)
+    assert torch.equal(model.encode(audio, chunk_frames=chunk_frames), whole)

@@ -174,6 +174,7 @@ class TrainConfig:
     eval_every: int = 250
     checkpoint_every: int = 500
     log_every: int = 10
+    write_samples: bool = True  # at each evaluation: original/reconstruction WAVs + spectrogram PNG
     seed: int = 0
 
 

@@ -1,4 +1,4 @@
-"""Pure signal functions on tensors: mu-law companding (more join as the project grows).
+"""Pure signal functions on tensors: mu-law companding and log-mel spectrograms.
 
 Shapes: audio is ``[..., T]`` float in [-1, 1]; mu-law classes are ``[..., T]`` int64 in
 ``[0, quantization_channels - 1]``.
@@ -6,6 +6,7 @@ Shapes: audio is ``[..., T]`` float in [-1, 1]; mu-law classes are ``[..., T]`` 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -25,3 +26,33 @@ def mu_law_decode(classes: Tensor, quantization_channels: int = 256) -> Tensor:
     mu = quantization_channels - 1
     y = classes.float() / mu * 2 - 1
     return torch.sign(y) * ((1 + mu) ** y.abs() - 1) / mu
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> Tensor:
+    import librosa  # imported lazily: it takes seconds, and only mel features need it
+
+    return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+
+
+def log_mel_spectrogram(
+    audio: Tensor,
+    sample_rate: int = 16000,
+    n_fft: int = 1024,
+    hop_length: int = 256,
+    n_mels: int = 80,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Float audio ``[..., T]`` -> natural-log mel magnitudes ``[..., n_mels, 1 + T // hop_length]``.
+
+    Hann window of ``n_fft`` samples, centred frames, Slaney mel filters (librosa's), and
+    ``log(max(mel, eps))`` so silence stays finite.
+    """
+    shape = audio.shape
+    flat = audio.reshape(-1, shape[-1]).float()
+    window = torch.hann_window(n_fft, device=flat.device)
+    spec = torch.stft(flat, n_fft, hop_length, window=window, center=True, return_complex=True).abs()
+    mel = _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax).to(flat.device) @ spec
+    return torch.log(mel.clamp(min=eps)).reshape(*shape[:-1], n_mels, -1)

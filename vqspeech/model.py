@@ -77,9 +77,37 @@ class VQVAE(nn.Module):
         return F.pad(audio, (0, self.hop_length - remainder)) if remainder else audio
 
     @torch.no_grad()
-    def encode(self, audio: Tensor) -> Tensor:
-        """Float audio ``[B, T]`` -> codes ``[B, ceil(T / hop_length)]`` (int64). Deterministic."""
-        return self.quantizer.quantize(self.encoder(self.pad(audio)))
+    def encode(self, audio: Tensor, chunk_frames: int | None = None) -> Tensor:
+        """Float audio ``[B, T]`` -> codes ``[B, ceil(T / hop_length)]`` (int64). Deterministic.
+
+        With ``chunk_frames``, the audio is encoded ``chunk_frames`` latents at a time, each
+        chunk read with :attr:`context_frames` of real audio on both sides and those edge
+        frames dropped, so the codes equal whole-file encoding while peak memory stays
+        proportional to the chunk, not the file (a 10-minute file would otherwise need GBs).
+        """
+        audio = self.pad(audio)
+        frames = audio.shape[-1] // self.hop_length
+        if chunk_frames is None or chunk_frames >= frames:
+            return self.quantizer.quantize(self.encoder(audio))
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be positive, got {chunk_frames}")
+        hop, ctx = self.hop_length, self.context_frames
+        pieces = []
+        for start in range(0, frames, chunk_frames):
+            stop = min(frames, start + chunk_frames)
+            lo, hi = max(0, start - ctx), min(frames, stop + ctx)
+            codes = self.quantizer.quantize(self.encoder(audio[:, lo * hop : hi * hop]))
+            pieces.append(codes[:, start - lo : stop - lo])
+        return torch.cat(pieces, dim=1)
+
+    @property
+    def context_frames(self) -> int:
+        """Latent frames of context on each side that make chunked encoding exact.
+
+        The encoder's zero padding only changes latents within its receptive field of an edge,
+        so a full receptive field (rounded up to frames) of real audio on each side suffices.
+        """
+        return -(-self.config.encoder.receptive_field // self.hop_length)
 
     def speaker_vector(self, speaker: Tensor) -> Tensor:
         """Speaker ids ``[B]`` (int64) -> vectors ``[B, speaker_dim]``; vectors pass through."""

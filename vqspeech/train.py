@@ -30,12 +30,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from vqspeech.audio import save_audio
 from vqspeech.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vqspeech.config import Recipe, TrainConfig
 from vqspeech.data.batches import StepBatches, validation_batches
 from vqspeech.data.corpus import open_corpus
 from vqspeech.errors import ConfigError, DataError
 from vqspeech.model import VQVAE
+from vqspeech.plots import save_spectrograms
 
 LAST = "last.pt"
 
@@ -256,6 +258,24 @@ def evaluate(model: VQVAE, batches: list[tuple[Tensor, Tensor]], device: torch.d
     )
 
 
+@torch.no_grad()
+def write_samples(model: VQVAE, batch: tuple[Tensor, Tensor], folder: Path, seed: int) -> None:
+    """Reconstruct one held-out segment; write original/reconstruction WAVs and a spectrogram PNG."""
+    device = next(model.parameters()).device
+    audio, speaker = batch[0][:1].to(device), batch[1][:1].to(device)
+    model.eval()
+    generator = torch.Generator(device).manual_seed(seed)
+    reconstruction = model.decode(model.encode(audio), speaker, generator=generator)
+    model.train()
+    sample_rate = model.config.sample_rate
+    waves = {"original": audio[0].cpu().numpy(), "reconstruction": reconstruction[0].cpu().numpy()}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, wave in waves.items():
+        save_audio(folder / f"{name}.wav", wave, sample_rate)
+    with contextlib.suppress(ImportError):  # matplotlib is the optional [train] extra
+        save_spectrograms(folder / "spectrogram.png", waves, sample_rate)
+
+
 def train(
     recipe: Recipe,
     data: str | Path,
@@ -368,6 +388,8 @@ def train(
                 logger.scalars(step, {f"valid/{k}": float(v) for k, v in dataclasses.asdict(last_eval).items()
                                       if k != "step"})
                 callback.on_eval(last_eval)
+                if cfg.write_samples:
+                    write_samples(model, valid[0], out_dir / "samples" / f"step{step:07d}", cfg.seed)
             if step % cfg.checkpoint_every == 0 or step == total_steps:
                 checkpoint()
             if _should_stop(stop, ddp, dev):

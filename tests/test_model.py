@@ -137,3 +137,12 @@ def test_chunked_encoding_gives_exactly_the_whole_file_codes(model: VQVAE, chunk
     audio = _audio(2, 120)[:, :-17]  # not a whole number of frames
     whole = model.encode(audio)
     assert torch.equal(model.encode(audio, chunk_frames=chunk_frames), whole)
+
+
+def test_chunked_decoding_equals_one_shot_with_the_same_seed(model: VQVAE) -> None:
+    codes = model.encode(_audio(2, 9))
+    speaker = torch.tensor([0, 2])
+    whole = model.decode(codes, speaker, generator=torch.Generator().manual_seed(3))
+    for chunk in (1, 4):
+        chunked = model.decode(codes, speaker, generator=torch.Generator().manual_seed(3), chunk_frames=chunk)
+        assert torch.equal(chunked, whole)

@@ -7,6 +7,7 @@ and the straight-through estimator carrying the decoder's gradient to the encode
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -122,17 +123,41 @@ class VQVAE(nn.Module):
         speaker: Tensor,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        chunk_frames: int | None = None,
     ) -> Tensor:
         """Codes ``[B, F]`` + speaker ids ``[B]`` (or vectors) -> float audio ``[B, F * hop_length]``.
 
         Autoregressive WaveNet sampling with cached activations; ``temperature=0`` is greedy.
-        The same ``generator`` seed gives the same waveform.
+        The same ``generator`` seed gives the same waveform, whatever ``chunk_frames`` is.
         """
-        z_q = self.quantizer.lookup(codes)
-        classes = self.decoder.generate(
-            z_q, self.speaker_vector(speaker), temperature=temperature, generator=generator
-        )
-        return mu_law_decode(classes, self.config.decoder.quantization_channels)
+        pieces = list(self.iter_decode(codes, speaker, temperature, generator, chunk_frames))
+        return torch.cat(pieces, dim=1)
+
+    @torch.no_grad()
+    def iter_decode(
+        self,
+        codes: Tensor,
+        speaker: Tensor,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        chunk_frames: int | None = None,
+    ) -> Iterator[Tensor]:
+        """Like :meth:`decode`, but yields audio ``[B, n]`` chunk by chunk at bounded memory.
+
+        The WaveNet's state (per-layer queues, sampling noise) is carried across chunks, so
+        the concatenated chunks equal one-shot decoding with the same seed.
+        """
+        frames = codes.shape[1]
+        step = chunk_frames or max(frames, 1)
+        if step < 1:
+            raise ValueError(f"chunk_frames must be positive, got {chunk_frames}")
+        stream = self.decoder.stream(self.speaker_vector(speaker), generator=generator)
+        q = self.config.decoder.quantization_channels
+        for start in range(0, max(frames, 1), step):
+            stop = min(frames, start + step)
+            classes = stream.push(self.quantizer.lookup(codes[:, start:stop]), temperature=temperature,
+                                  final=stop >= frames)
+            yield mu_law_decode(classes, q)
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable + buffer-free parameter counts per part and in total."""

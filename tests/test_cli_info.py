@@ -37,8 +37,8 @@ def test_info_paper_json_has_the_papers_numbers() -> None:
     assert info["decoder_receptive_field"] == recipe.model.decoder.receptive_field
     assert info["decoder_receptive_field_ms"] == recipe.model.decoder.receptive_field / 16
     with torch.device("meta"):
-        expected = sum(p.numel() for p in VQVAE(recipe.model).decoder.parameters())
-    assert info["parameters"]["decoder"] == expected
+        expected = sum(p.numel() for p in VQVAE(recipe.model).wavenet.parameters())
+    assert info["parameters"]["decoder_wavenet"] == expected
     assert info["parameters"]["total"] == sum(v for k, v in info["parameters"].items() if k != "total")
 
 

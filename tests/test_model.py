@@ -21,7 +21,7 @@ TINY = [
     "model.decoder.gate_channels=32",
     "model.decoder.skip_channels=32",
     "model.decoder.layers_per_cycle=4",
-    "model.decoder.speaker_dim=8",
+    "model.speaker_dim=8",
     "model.decoder.cond_channels=16",
 ]
 
@@ -56,7 +56,7 @@ def test_forward_returns_named_finite_losses_that_add_up(model: VQVAE) -> None:
 def test_reconstruction_gradient_reaches_every_part_through_the_straight_through_path(model: VQVAE) -> None:
     out = model(_audio(2, 6), torch.tensor([0, 1]))
     out.reconstruction_loss.backward()
-    for part in (model.encoder, model.decoder, model.speaker_embedding):
+    for part in (model.encoder, model.wavenet, model.speaker_embedding):
         grads = [p.grad for p in part.parameters() if p.grad is not None]
         assert grads and any(float(g.abs().sum()) > 0 for g in grads), type(part).__name__
 
@@ -107,7 +107,7 @@ def test_checkpoint_round_trip_is_weights_only_and_exact(tmp_path, model: VQVAE,
 def test_fingerprint_changes_with_any_weight(model: VQVAE, recipe: Recipe) -> None:
     before = model_fingerprint(recipe, model.state_dict())
     with torch.no_grad():
-        next(model.decoder.parameters()).view(-1)[0] += 1e-3
+        next(model.wavenet.parameters()).view(-1)[0] += 1e-3
     assert model_fingerprint(recipe, model.state_dict()) != before
 
 

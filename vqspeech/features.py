@@ -29,7 +29,8 @@ def mu_law_decode(classes: Tensor, quantization_channels: int = 256) -> Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> Tensor:
+def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> Tensor:
+    """Slaney mel filters ``[n_mels, n_fft // 2 + 1]`` (librosa's), cached per setting."""
     import librosa  # imported lazily: it takes seconds, and only mel features need it
 
     return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
@@ -54,5 +55,5 @@ def log_mel_spectrogram(
     flat = audio.reshape(-1, shape[-1]).float()
     window = torch.hann_window(n_fft, device=flat.device)
     spec = torch.stft(flat, n_fft, hop_length, window=window, center=True, return_complex=True).abs()
-    mel = _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax).to(flat.device) @ spec
+    mel = mel_basis(sample_rate, n_fft, n_mels, fmin, fmax).to(flat.device) @ spec
     return torch.log(mel.clamp(min=eps)).reshape(*shape[:-1], n_mels, -1)

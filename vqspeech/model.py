@@ -1,8 +1,12 @@
-"""The VQ-VAE for speech: encoder -> vector quantiser -> speaker-conditioned WaveNet decoder.
+"""The VQ-VAE for speech: encoder -> vector quantiser -> speaker-conditioned decoder(s).
 
 Loss (paper eq. 3): ``log p(x | z_q(x)) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2``, with the
-reconstruction term a 256-way cross-entropy over 8-bit mu-law samples under teacher forcing,
-and the straight-through estimator carrying the decoder's gradient to the encoder.
+straight-through estimator carrying the decoders' gradients to the encoder. The
+reconstruction term is the sum over the model's decoder families:
+
+* ``wavenet`` (the paper's): 256-way cross-entropy over 8-bit mu-law samples under teacher
+  forcing, in nats per sample;
+* ``spectrogram`` (project issue #5): L1 on log STFT magnitudes plus L1 on log-mel.
 """
 
 from __future__ import annotations
@@ -15,29 +19,41 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqspeech.config import ModelConfig
+from vqspeech.errors import ConfigError
 from vqspeech.features import mu_law_decode, mu_law_encode
 from vqspeech.nn.encoder import Encoder
 from vqspeech.nn.quantizer import VectorQuantizer
+from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.nn.wavenet import WaveNet
 
 
+#: Latent frames of overlap between Griffin-Lim chunks when decoding long files (0.256 s at 16 kHz).
+SPECTROGRAM_OVERLAP = 64
+
+
 class VQVAEOutput(NamedTuple):
-    """What one training forward pass returns; every loss term is a named scalar."""
+    """What one training forward pass returns; every loss term is a named scalar.
+
+    A decoder family the model does not have leaves its fields ``None``.
+    """
 
     loss: Tensor  # reconstruction + codebook + commitment (the commitment term already has beta)
-    reconstruction_loss: Tensor  # cross-entropy in nats per sample
+    reconstruction_loss: Tensor  # sum of the decoders' terms below
     codebook_loss: Tensor
     commitment_loss: Tensor
     perplexity: Tensor  # of the batch's code usage
     usage: Tensor  # [K] code counts in the batch
     codes: Tensor  # [B, F] int64
-    logits: Tensor  # [B, Q, T] decoder logits over mu-law classes
+    wavenet_loss: Tensor | None  # cross-entropy, nats per sample
+    spectrogram_loss: Tensor | None  # L1 log-magnitude + L1 log-mel
+    logits: Tensor | None  # [B, Q, T] WaveNet logits over mu-law classes
+    spectrogram: Tensor | None  # [B, n_fft // 2 + 1, F] predicted log magnitudes
 
 
 class VQVAE(nn.Module):
     """Speech VQ-VAE. Audio is float ``[B, T]`` at ``config.sample_rate``; codes are ``[B, F]``
     with ``F = ceil(T / hop_length)``; speakers are int64 ids ``[B]`` into the speaker table
-    (or, for :meth:`decode`, float speaker vectors ``[B, speaker_dim]``).
+    (or float speaker vectors ``[B, speaker_dim]``).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -46,30 +62,65 @@ class VQVAE(nn.Module):
         q = config.quantizer
         self.encoder = Encoder(config.encoder, q.dim)
         self.quantizer = VectorQuantizer(q)
-        self.speaker_embedding = nn.Embedding(config.n_speakers, config.decoder.speaker_dim)
-        self.decoder = WaveNet(config.decoder, cond_dim=q.dim, hop_length=config.hop_length)
+        self.speaker_embedding = nn.Embedding(config.n_speakers, config.speaker_dim)
+        self.decoders = nn.ModuleDict()
+        if "wavenet" in config.decoders:
+            self.decoders["wavenet"] = WaveNet(
+                config.decoder, cond_dim=q.dim, hop_length=config.hop_length, speaker_dim=config.speaker_dim
+            )
+        if "spectrogram" in config.decoders:
+            self.decoders["spectrogram"] = SpectrogramDecoder(
+                config.spectrogram, q.dim, config.speaker_dim, config.hop_length, config.sample_rate
+            )
 
     @property
     def hop_length(self) -> int:
         return self.config.hop_length
 
+    @property
+    def wavenet(self) -> WaveNet:
+        return self._decoder("wavenet")  # type: ignore[return-value]
+
+    @property
+    def spectrogram_decoder(self) -> SpectrogramDecoder:
+        return self._decoder("spectrogram")  # type: ignore[return-value]
+
+    def _decoder(self, family: str) -> nn.Module:
+        if family not in self.decoders:
+            have = ", ".join(self.config.decoders)
+            raise ConfigError(f"this model has no {family} decoder (it has: {have})")
+        return self.decoders[family]
+
     def forward(self, audio: Tensor, speaker: Tensor) -> VQVAEOutput:
         """Teacher-forced training pass. ``audio`` ``[B, T]`` with ``T % hop_length == 0``."""
         z_e = self.encoder(audio)
         vq = self.quantizer(z_e)
-        target = mu_law_encode(audio, self.config.decoder.quantization_channels)
-        logits = self.decoder(target, vq.quantized, self.speaker_embedding(speaker))
-        reconstruction = F.cross_entropy(logits.float(), target)
-        loss = reconstruction + vq.codebook_loss + vq.commitment_loss
+        voice = self.speaker_vector(speaker)
+        wavenet_loss = spectrogram_loss = logits = spectrogram = None
+        terms = []
+        if "wavenet" in self.decoders:
+            target = mu_law_encode(audio, self.config.decoder.quantization_channels)
+            logits = self.decoders["wavenet"](target, vq.quantized, voice)
+            wavenet_loss = F.cross_entropy(logits.float(), target)
+            terms.append(wavenet_loss)
+        if "spectrogram" in self.decoders:
+            decoder = self.decoders["spectrogram"]
+            spectrogram = decoder(vq.quantized, voice)
+            spectrogram_loss = decoder.loss(spectrogram, audio)
+            terms.append(spectrogram_loss)
+        reconstruction = torch.stack(terms).sum()
         return VQVAEOutput(
-            loss=loss,
+            loss=reconstruction + vq.codebook_loss + vq.commitment_loss,
             reconstruction_loss=reconstruction,
             codebook_loss=vq.codebook_loss,
             commitment_loss=vq.commitment_loss,
             perplexity=vq.perplexity,
             usage=vq.usage,
             codes=vq.codes,
+            wavenet_loss=wavenet_loss,
+            spectrogram_loss=spectrogram_loss,
             logits=logits,
+            spectrogram=spectrogram,
         )
 
     def pad(self, audio: Tensor) -> Tensor:
@@ -124,13 +175,16 @@ class VQVAE(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         chunk_frames: int | None = None,
+        decoder: str | None = None,
     ) -> Tensor:
         """Codes ``[B, F]`` + speaker ids ``[B]`` (or vectors) -> float audio ``[B, F * hop_length]``.
 
-        Autoregressive WaveNet sampling with cached activations; ``temperature=0`` is greedy.
-        The same ``generator`` seed gives the same waveform, whatever ``chunk_frames`` is.
+        ``decoder`` picks the family (default: the model's first, ``config.decoders[0]``).
+        WaveNet: autoregressive sampling with cached activations, ``temperature=0`` greedy,
+        the same waveform for the same ``generator`` seed whatever ``chunk_frames`` is.
+        Spectrogram: predicted magnitudes, Griffin-Lim phases seeded by ``generator``.
         """
-        pieces = list(self.iter_decode(codes, speaker, temperature, generator, chunk_frames))
+        pieces = list(self.iter_decode(codes, speaker, temperature, generator, chunk_frames, decoder))
         return torch.cat(pieces, dim=1)
 
     @torch.no_grad()
@@ -141,17 +195,26 @@ class VQVAE(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         chunk_frames: int | None = None,
+        decoder: str | None = None,
     ) -> Iterator[Tensor]:
         """Like :meth:`decode`, but yields audio ``[B, n]`` chunk by chunk at bounded memory.
 
-        The WaveNet's state (per-layer queues, sampling noise) is carried across chunks, so
-        the concatenated chunks equal one-shot decoding with the same seed.
+        WaveNet: its state (per-layer queues, sampling noise) is carried across chunks, so
+        the chunks concatenate to one-shot decoding exactly. Spectrogram: each chunk's
+        magnitudes are exact (computed with the decoder's full context); Griffin-Lim runs
+        per chunk with :data:`SPECTROGRAM_OVERLAP` frames of overlap, cross-faded linearly.
         """
+        family = decoder or self.config.decoders[0]
+        self._decoder(family)
         frames = codes.shape[1]
         step = chunk_frames or max(frames, 1)
         if step < 1:
             raise ValueError(f"chunk_frames must be positive, got {chunk_frames}")
-        stream = self.decoder.stream(self.speaker_vector(speaker), generator=generator)
+        voice = self.speaker_vector(speaker)
+        if family == "spectrogram":
+            yield from self._iter_spectrogram(codes, voice, generator, step)
+            return
+        stream = self.wavenet.stream(voice, generator=generator)
         q = self.config.decoder.quantization_channels
         for start in range(0, max(frames, 1), step):
             stop = min(frames, start + step)
@@ -159,17 +222,43 @@ class VQVAE(nn.Module):
                                   final=stop >= frames)
             yield mu_law_decode(classes, q)
 
+    def _iter_spectrogram(
+        self, codes: Tensor, voice: Tensor, generator: torch.Generator | None, step: int
+    ) -> Iterator[Tensor]:
+        decoder = self.spectrogram_decoder
+        frames, hop = codes.shape[1], self.hop_length
+        if step >= frames:
+            yield decoder.vocode(decoder(self.quantizer.lookup(codes), voice), generator)
+            return
+        ctx = decoder.context_frames
+        overlap = min(SPECTROGRAM_OVERLAP, step)
+        fade = torch.linspace(0.0, 1.0, overlap * hop + 2, device=codes.device)[1:-1]
+        tail: Tensor | None = None  # the previous chunk's last overlap * hop samples
+        for start in range(0, frames, step):
+            stop = min(frames, start + step)
+            lo, hi = max(0, start - overlap - ctx), min(frames, stop + ctx)
+            log_mag = decoder(self.quantizer.lookup(codes[:, lo:hi]), voice)
+            first = max(0, start - overlap)
+            audio = decoder.vocode(log_mag[..., first - lo : stop - lo], generator)
+            if tail is not None:
+                head = audio[:, : tail.shape[1]]
+                audio = torch.cat([tail * (1 - fade) + head * fade, audio[:, tail.shape[1] :]], dim=1)
+            if stop < frames:
+                tail = audio[:, -overlap * hop :]
+                audio = audio[:, : -overlap * hop]
+            yield audio
+
     def parameter_counts(self) -> dict[str, int]:
         """Trainable + buffer-free parameter counts per part and in total."""
         parts = {
             "encoder": self.encoder,
             "quantizer": self.quantizer,
             "speaker_embedding": self.speaker_embedding,
-            "decoder": self.decoder,
+            **{f"decoder_{name}": module for name, module in self.decoders.items()},
         }
         counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
         # An EMA codebook is a buffer, not a parameter, but it is still part of the model's size.
-        if "codebook" not in dict(self.quantizer.named_parameters()):
+        if "embedding" not in dict(self.quantizer.named_parameters()):
             counts["quantizer"] += self.quantizer.codebook.numel()
         counts["total"] = sum(counts.values())
         return counts

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from vqspeech_cli.errors import boundary, stderr
-from vqspeech_cli.options import Quiet
 
 from vqspeech.data.synth import synthesize_corpus
 from vqspeech.data.voices import ENGINES
+from vqspeech_cli.errors import boundary, stderr
+from vqspeech_cli.options import Quiet
 
 app = typer.Typer(
     help="Prepare speech data: synthesise a small multi-speaker demo corpus (VCTK 0.92 layout).",

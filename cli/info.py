@@ -1,4 +1,4 @@
-"""``vqspeech info``: what a recipe or checkpoint is (rates, receptive fields, sizes, speakers)."""
+"""``vqspeech info``: what a recipe, checkpoint or token file is (rates, sizes, speakers, header)."""
 
 from __future__ import annotations
 
@@ -9,28 +9,74 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vqspeech.inference import ModelInfo, describe
+from vqspeech.inference import ModelInfo, TokenInfo, describe_files
 from vqspeech_cli.errors import boundary
+from vqspeech_cli.io import Reporter
 
 
 def info(
-    target: Annotated[
-        str,
-        typer.Argument(help="A built-in recipe (paper, demo), a recipe YAML file, or a checkpoint.", metavar="RECIPE_OR_CHECKPOINT"),
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="Built-in recipes (paper, demo), recipe YAML files, checkpoints or token files (.vqt).",
+            metavar="TARGET",
+        ),
     ],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print JSON instead of tables: one object, or a list for several targets."
+        ),
+    ] = False,
 ) -> None:
-    """Describe a model: rates, codebook, bitrate, receptive fields, parameter counts, speakers.
+    """Describe models and token files.
 
-    Works on a built-in recipe name, a recipe YAML file or a checkpoint (which adds its speakers,
-    fingerprint and training step). --json prints the same as one JSON object.
+    A recipe or checkpoint: rates, codebook, bitrate, receptive fields, parameter counts.
+
+    A checkpoint adds its speakers, fingerprint and training step.
+
+    A token file: its header, the audio's duration, the bitrate and the file's size.
+
+    Exit code 1 if any target could not be read (each named on stderr; the others are described).
     """
-    with boundary():
-        result = describe(target)
+    with boundary(), Reporter("info", len(targets), quiet=True) as report:
+        outcomes = describe_files(targets)
+        for outcome in outcomes:
+            report.on_outcome(outcome)
+    described = [o.value for o in outcomes if o.ok]
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        data = [d.to_json() for d in described]
+        if data:
+            typer.echo(json.dumps(data[0] if len(targets) == 1 else data, indent=2, ensure_ascii=False))
     else:
-        Console(highlight=False).print(_table(result))
+        console = Console(highlight=False)
+        for d in described:
+            console.print(_token_table(d) if isinstance(d, TokenInfo) else _table(d))
+    raise typer.Exit(report.exit_code)
+
+
+def _token_table(r: TokenInfo) -> Table:
+    h = r.header
+    table = Table(title=f"tokens {r.source}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("sample rate", f"{h.sample_rate} Hz"),
+        ("hop length", f"{h.hop_length} samples ({h.sample_rate / h.hop_length:g} tokens/s)"),
+        ("codebook", f"{h.n_codebooks} x {h.codebook_size} codes ({h.bits} bits each)"),
+        ("frames", f"{h.n_frames}"),
+        ("duration", f"{r.duration:.3f} s ({h.num_samples} samples)"),
+        ("speaker", h.speaker if h.speaker is not None else "(unknown)"),
+        ("model fingerprint", h.model_fingerprint),
+        ("written by", f"vqspeech {h.vqspeech_version}"),
+        ("coding", h.coding),
+        ("bitrate", f"{r.bitrate:g} bits/s of codes, {r.file_bitrate:.0f} bits/s with the header"),
+        ("file size", f"{r.file_size:,} bytes"),
+    ]
+    rows += [(f"extra: {k}", json.dumps(v)) for k, v in h.extra.items()]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
 
 
 def _table(r: ModelInfo) -> Table:
@@ -43,9 +89,23 @@ def _table(r: ModelInfo) -> Table:
         ("hop length", f"{r.hop_length} samples ({r.token_rate:g} tokens/s)"),
         ("codebook", f"{r.n_codebooks} x {r.codebook_size} codes"),
         ("raw bitrate", f"{r.bitrate:g} bits/s"),
-        ("encoder receptive field", f"{r.encoder_receptive_field} samples ({r.encoder_receptive_field_ms:.1f} ms)"),
-        ("decoder", r.decoder),
-        ("decoder receptive field", f"{r.decoder_receptive_field} samples ({r.decoder_receptive_field_ms:.1f} ms)"),
+        (
+            "encoder receptive field",
+            f"{r.encoder_receptive_field} samples ({r.encoder_receptive_field_ms:.1f} ms)",
+        ),
+        (
+            "decoder",
+            r.decoder
+            + (
+                f" (also: {', '.join(d for d in r.decoders if d != r.decoder)})"
+                if len(r.decoders) > 1
+                else ""
+            ),
+        ),
+        (
+            "decoder receptive field",
+            f"{r.decoder_receptive_field} samples ({r.decoder_receptive_field_ms:.1f} ms)",
+        ),
     ]
     rows += [(f"parameters: {k}", f"{v:,}") for k, v in r.parameters.items()]
     names = [str(s.get("name")) for s in r.speakers]

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from vqspeech import __version__
-from vqspeech_cli import data, info, train
+from vqspeech_cli import convert, data, decode, encode, info, speakers, train
 
 app = typer.Typer(
     name="vqspeech",
@@ -39,6 +39,10 @@ def _root(
 
 
 app.command("info")(info.info)
+app.command("encode")(encode.encode)
+app.command("decode")(decode.decode)
+app.command("convert")(convert.convert)
+app.command("speakers")(speakers.speakers)
 app.command("train")(train.train_command)
 app.add_typer(data.app, name="data")
 

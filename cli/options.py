@@ -2,20 +2,82 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 Device = Annotated[
     str,
-    typer.Option("--device", help="auto (CUDA when available, else CPU), cpu or cuda.", metavar="auto|cpu|cuda"),
+    typer.Option(
+        "--device", help="auto (CUDA when available, else CPU), cpu or cuda.", metavar="auto|cpu|cuda"
+    ),
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr; errors still print.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress output on stderr; errors still print.")
+]
 Overrides = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
         help="Override one recipe value, KEY=VALUE with a YAML value, e.g. --set train.lr=5e-4 (repeatable).",
         metavar="KEY=VALUE",
+    ),
+]
+Model = Annotated[
+    Path,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Checkpoint to use (a .pt from vqspeech train); loaded once per command.",
+        metavar="CKPT",
+    ),
+]
+Output = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="A folder (created if missing; needed for several inputs; mirrors folder inputs' trees, "
+        "file inputs go flat by name), a file (one input), or - for stdout (one input).",
+        metavar="DIR|FILE|-",
+    ),
+]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="Replace existing outputs (without it, such inputs fail and the rest go on)."
+    ),
+]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Inputs processed in parallel (threads).")]
+Seed = Annotated[
+    int,
+    typer.Option(
+        "--seed",
+        help="Seed of the WaveNet's sampling noise, per file: same tokens + speaker + seed = same audio.",
+    ),
+]
+Temperature = Annotated[
+    float,
+    typer.Option(
+        "--temperature", min=0.0, help="Sampling temperature; 0 is greedy (argmax), 1 samples the model."
+    ),
+]
+SampleRate = Annotated[
+    int | None,
+    typer.Option(
+        "--sample-rate",
+        min=1,
+        help="Resample the output audio to this rate in Hz (default: the model's rate).",
+        metavar="HZ",
+    ),
+]
+DecoderFamily = Annotated[
+    str | None,
+    typer.Option(
+        "--decoder",
+        help="Decoder family: wavenet (the paper's, slow) or spectrogram (fast), if the model has it "
+        "(default: the model's first; see vqspeech info CKPT).",
+        metavar="wavenet|spectrogram",
     ),
 ]

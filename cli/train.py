@@ -67,17 +67,28 @@ def train_command(
     recipe: Annotated[str, typer.Argument(help="Built-in recipe (demo, paper) or a recipe YAML file.")],
     data: Annotated[
         Path,
-        typer.Option("--data", help="VCTK root (0.80 or 0.92), a folder of speaker folders, or a TSV manifest."),
+        typer.Option(
+            "--data", help="VCTK root (0.80 or 0.92), a folder of speaker folders, or a TSV manifest."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, metrics.csv, tensorboard/.")],
     steps: Annotated[
         int | None,
-        typer.Option("--steps", help="Total steps (not additional: --resume --steps N extends a run to N).", min=0),
+        typer.Option(
+            "--steps", help="Total steps (not additional: --resume --steps N extends a run to N).", min=0
+        ),
     ] = None,
     overrides: Overrides = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+    ] = False,
     cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Where the 16 kHz copies of the corpus go (default: ROOT/.vqspeech-cache, or ~/.cache/vqspeech if ROOT is read-only; $VQSPEECH_CACHE_DIR overrides).")
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="Where the 16 kHz copies of the corpus go (default: ROOT/.vqspeech-cache, or "
+            "~/.cache/vqspeech if ROOT is read-only; $VQSPEECH_CACHE_DIR overrides).",
+        ),
     ] = None,
     device: Device = "auto",
     quiet: Quiet = False,

@@ -44,7 +44,9 @@ def test_info_paper_json_has_the_papers_numbers() -> None:
 
 def test_info_table_for_a_checkpoint_lists_speakers(tmp_path) -> None:
     recipe = load_recipe("demo", ["model.n_speakers=2"])
-    path = save_checkpoint(tmp_path / "m.pt", VQVAE(recipe.model), recipe, [{"name": "alice"}, {"name": "bob"}])
+    path = save_checkpoint(
+        tmp_path / "m.pt", VQVAE(recipe.model), recipe, [{"name": "alice"}, {"name": "bob"}]
+    )
     result = runner.invoke(app, ["info", str(path)])
     assert result.exit_code == 0, result.output
     assert "alice, bob" in result.stdout and "fingerprint" in result.stdout

@@ -33,3 +33,7 @@ class TokenFormatError(VQSpeechError):
 
 class ModelMismatchError(VQSpeechError):
     """Tokens or a checkpoint belong to a different model than the one given."""
+
+
+class OutputError(VQSpeechError):
+    """An output file exists (and overwriting is off) or cannot be written."""

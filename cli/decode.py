@@ -1,0 +1,96 @@
+"""``vqspeech decode``: token files -> audio, in the source speaker's voice or another one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from vqspeech.audio import FORMATS
+from vqspeech.inference import TOKEN_SUFFIX, Codec, decode_files
+from vqspeech_cli import io
+from vqspeech_cli.errors import boundary
+from vqspeech_cli.options import (
+    DecoderFamily,
+    Device,
+    Jobs,
+    Model,
+    Output,
+    Overwrite,
+    Quiet,
+    SampleRate,
+    Seed,
+    Temperature,
+)
+
+Speaker = Annotated[
+    str | None,
+    typer.Option(
+        "--speaker",
+        "-s",
+        help="Decode in this speaker's voice (voice conversion on tokens, no re-encoding). "
+        "Default: the source speaker in each file's header, if the model knows it.",
+    ),
+]
+Force = Annotated[
+    bool, typer.Option("--force", help="Decode tokens made by another model (fingerprint mismatch) anyway.")
+]
+
+
+def decode(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Token files (.vqt), folders (searched recursively for .vqt), or - to read paths from "
+            "stdin, one per line.",
+            metavar="TOKENS",
+        ),
+    ],
+    model: Model,
+    speaker: Speaker = None,
+    output: Output = None,
+    sample_rate: SampleRate = None,
+    seed: Seed = 0,
+    temperature: Temperature = 1.0,
+    decoder: DecoderFamily = None,
+    force: Force = False,
+    overwrite: Overwrite = False,
+    device: Device = "auto",
+    jobs: Jobs = 1,
+    quiet: Quiet = False,
+) -> None:
+    """Decode token files to audio, chunk by chunk at bounded memory.
+
+    Without -o: x.vqt -> x.SPEAKER.wav next to it with --speaker, else x.decoded.wav (never x.wav).
+
+    -o DIR: DIR/x.wav, mirroring folder inputs; -o FILE: .wav/.flac/.ogg; -o -: WAV on stdout.
+
+    Output is at the model's rate unless --sample-rate. Existing outputs are kept unless --overwrite.
+
+    Exit code 0: all inputs decoded; 1: some failed (each named on stderr, the rest still done).
+    """
+    with boundary():
+        found, problems = io.expand_inputs(inputs, {TOKEN_SUFFIX})
+        suffix = f".{speaker or 'decoded'}.wav"
+        tasks = io.plan_outputs(
+            found, output, n_args=len(inputs), next_to_input=suffix, in_folder=".wav", file_suffixes=FORMATS
+        )
+        codec = Codec.load(model, device)
+        with io.Reporter("decode", len(tasks), quiet, problems) as report:
+            decode_files(
+                codec,
+                tasks,
+                speaker=speaker,
+                seed=seed,
+                temperature=temperature,
+                sample_rate=sample_rate,
+                decoder=decoder,
+                force=force,
+                overwrite=overwrite,
+                stream=io.stdout_for(tasks),
+                workers=jobs,
+                on_outcome=report.on_outcome,
+                on_progress=report.on_progress,
+            )
+    report.summary()
+    raise typer.Exit(report.exit_code)

@@ -23,7 +23,7 @@ def measure(model: VQVAE, batch: int, seconds: float, repeats: int) -> float:
     sr = model.config.sample_rate
     audio = torch.randn(batch, int(seconds * sr)).clamp(-1, 1) * 0.3
     with torch.inference_mode():
-        model.encode(audio[:, : sr])  # warm-up
+        model.encode(audio[:, :sr])  # warm-up
         start = time.perf_counter()
         for _ in range(repeats):
             model.encode(audio)
@@ -43,13 +43,23 @@ def main() -> None:
     for name in ("demo", "paper"):
         model = VQVAE(load_recipe(name).model).eval()
         for batch in (1, 8):
-            rows.append({"config": name, "batch": batch, "x_real_time": measure(model, batch, args.seconds, args.repeats)})
+            rows.append(
+                {
+                    "config": name,
+                    "batch": batch,
+                    "x_real_time": measure(model, batch, args.seconds, args.repeats),
+                }
+            )
     baseline = next(r["x_real_time"] for r in rows if r["config"] == "paper" and r["batch"] == 1)
     print(f"{'config':<8}{'batch':>6}{'x real time':>14}{'vs paper b1':>14}")
     for r in rows:
         r["ratio_vs_paper_b1"] = r["x_real_time"] / baseline
         print(f"{r['config']:<8}{r['batch']:>6}{r['x_real_time']:>14.1f}{r['ratio_vs_paper_b1']:>14.2f}")
-    print(json.dumps({"benchmark": "encoder", "threads": args.threads, "seconds": args.seconds, "results": rows}))
+    print(
+        json.dumps(
+            {"benchmark": "encoder", "threads": args.threads, "seconds": args.seconds, "results": rows}
+        )
+    )
 
 
 if __name__ == "__main__":

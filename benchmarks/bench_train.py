@@ -79,7 +79,10 @@ def main() -> None:
         "data_batches_per_s": 1 / data_wall,
         "data_over_train": train_wall / data_wall,
     }
-    print(f"{'recipe':<10}{'steps/s':>10}{'samples/s':>12}{'x real time':>13}{'data batches/s':>16}{'data/train':>12}")
+    print(
+        f"{'recipe':<10}{'steps/s':>10}{'samples/s':>12}{'x real time':>13}"
+        f"{'data batches/s':>16}{'data/train':>12}"
+    )
     print(
         f"{recipe.name:<10}{result['train_steps_per_s']:>10.3f}{result['train_samples_per_s']:>12.0f}"
         f"{result['train_x_real_time']:>13.2f}{result['data_batches_per_s']:>16.1f}{result['data_over_train']:>11.0f}x"

@@ -11,6 +11,7 @@ from vqspeech.errors import CheckpointError
 from vqspeech.model import VQVAE
 
 TINY = [
+    "model.decoders=[wavenet]",
     "model.n_speakers=3",
     "model.encoder.channels=16",
     "model.encoder.res_dilations=[1, 2]",

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner
-from vqspeech_cli.data import app
 
 from vqspeech.data import voices
 from vqspeech.data.corpus import Corpus, open_corpus
@@ -21,6 +20,7 @@ from vqspeech.data.sentences import SENTENCES
 from vqspeech.data.synth import plan_corpus, synthesize_corpus
 from vqspeech.data.vctk import parse_speaker_info
 from vqspeech.errors import DataError
+from vqspeech_cli.data import app
 
 runner = CliRunner()
 

@@ -129,8 +129,11 @@ class SpectrogramConfig:
 
     One STFT frame per latent frame (STFT hop = ``hop_length``), ``n_fft``-point Hann
     window; non-causal dilated residual blocks (``kernel_size``, ``dilations`` in frames)
-    modulated by the speaker vector. ``griffin_lim_iters`` trades decoding speed for phase
-    quality (16: STOI 0.99 from true magnitudes on the demo corpus).
+    modulated by the speaker vector. Griffin-Lim runs at ``griffin_lim_hop`` samples (a
+    multiple of the latent hop: every other predicted frame by default, half the work) for
+    ``griffin_lim_iters`` iterations. Measured from true magnitudes on the demo corpus
+    (n_fft 512): hop 64 / 16 iterations STOI 0.988; hop 128 / 16: 0.989 at 1.6x the speed;
+    hop 128 / 8: 0.976 at 3x.
     """
 
     channels: int = 256
@@ -139,6 +142,7 @@ class SpectrogramConfig:
     n_fft: int = 512
     n_mels: int = 80
     griffin_lim_iters: int = 16
+    griffin_lim_hop: int = 128
 
     def receptive_field(self, hop_length: int) -> int:
         """Samples one output frame depends on: the conv stack's frames, plus one STFT window."""
@@ -251,14 +255,23 @@ def paper_recipe() -> Recipe:
 
 
 def demo_recipe() -> Recipe:
-    """A CPU-sized model: same 64x encoder and K=512, a small, fast WaveNet."""
+    """A CPU-sized model: the paper's 64x encoder and K=512, decoded by the spectrogram family.
+
+    Measured on a 2-core CPU (issue #5): the WaveNet learns ~0.6x real time of audio per
+    second and does not speak after 10 minutes; the spectrogram decoder learns ~19x real
+    time and does. A small WaveNet is configured too, for ``--set model.decoders=[wavenet]``.
+    Codes unused for 20 steps are re-seeded: k-means on an untrained encoder's nearly
+    constant outputs otherwise collapses onto one code within 10 steps.
+    """
     model = ModelConfig(
         sample_rate=16000,
         n_speakers=8,
         speaker_dim=32,
+        decoders=("spectrogram",),
         encoder=EncoderConfig(channels=64, n_downsample=6, kernel_size=4),
-        quantizer=QuantizerConfig(dim=64, codebook_size=512, beta=0.25, ema=True, kmeans_init=True,
-                                  dead_code_steps=200),
+        quantizer=QuantizerConfig(
+            dim=64, codebook_size=512, beta=0.25, ema=True, kmeans_init=True, dead_code_steps=20
+        ),
         decoder=WaveNetConfig(
             residual_channels=64,
             gate_channels=128,
@@ -268,9 +281,10 @@ def demo_recipe() -> Recipe:
             cond_channels=64,
         ),
     )
-    data = DataConfig(segment_seconds=0.5)
-    train = TrainConfig(steps=800, batch_size=8, lr=1e-3, warmup_steps=50, eval_every=200,
-                        checkpoint_every=200)
+    data = DataConfig(segment_seconds=1.0)
+    train = TrainConfig(
+        steps=600, batch_size=16, lr=1e-3, warmup_steps=30, eval_every=200, checkpoint_every=200
+    )
     return Recipe(name="demo", model=model, data=data, train=train)
 
 
@@ -378,24 +392,41 @@ def validate(recipe: Recipe) -> Recipe:
         (m.sample_rate > 0, "model.sample_rate must be positive"),
         (m.n_speakers >= 1, "model.n_speakers must be at least 1"),
         (m.encoder.n_downsample >= 1, "model.encoder.n_downsample must be at least 1"),
-        (m.encoder.kernel_size >= 2 and m.encoder.kernel_size % 2 == 0,
-         "model.encoder.kernel_size must be even and >= 2 (stride-2 convs halve the length exactly)"),
+        (
+            m.encoder.kernel_size >= 2 and m.encoder.kernel_size % 2 == 0,
+            "model.encoder.kernel_size must be even and >= 2 (stride-2 convs halve the length exactly)",
+        ),
         (m.encoder.res_kernel_size % 2 == 1, "model.encoder.res_kernel_size must be odd"),
         (m.quantizer.codebook_size >= 2, "model.quantizer.codebook_size must be at least 2"),
         (m.quantizer.codebook_size <= 65536, "model.quantizer.codebook_size must be at most 65536"),
         (0.0 < m.quantizer.ema_decay < 1.0, "model.quantizer.ema_decay must be in (0, 1)"),
-        (len(m.decoders) >= 1 and set(m.decoders) <= set(DECODER_FAMILIES) and len(set(m.decoders)) == len(m.decoders),
-         f"model.decoders must list distinct families from {', '.join(DECODER_FAMILIES)}"),
+        (
+            len(m.decoders) >= 1
+            and set(m.decoders) <= set(DECODER_FAMILIES)
+            and len(set(m.decoders)) == len(m.decoders),
+            f"model.decoders must list distinct families from {', '.join(DECODER_FAMILIES)}",
+        ),
         (m.speaker_dim >= 1, "model.speaker_dim must be at least 1"),
         (m.spectrogram.kernel_size % 2 == 1, "model.spectrogram.kernel_size must be odd"),
-        (m.spectrogram.n_fft >= 2 * m.hop_length,
-         "model.spectrogram.n_fft must be at least twice hop_length (Griffin-Lim needs overlap)"),
+        (
+            m.spectrogram.griffin_lim_hop % m.hop_length == 0,
+            "model.spectrogram.griffin_lim_hop must be a multiple of hop_length",
+        ),
+        (
+            m.spectrogram.n_fft >= 2 * m.spectrogram.griffin_lim_hop,
+            "model.spectrogram.n_fft must be at least twice griffin_lim_hop (Griffin-Lim needs overlap)",
+        ),
         (m.decoder.kernel_size >= 2, "model.decoder.kernel_size must be at least 2"),
-        (m.decoder.gate_channels % 2 == 0, "model.decoder.gate_channels must be even (tanh and sigmoid halves)"),
+        (
+            m.decoder.gate_channels % 2 == 0,
+            "model.decoder.gate_channels must be even (tanh and sigmoid halves)",
+        ),
         (m.decoder.n_layers >= 1, "model.decoder needs at least one layer"),
         (recipe.train.batch_size >= 1, "train.batch_size must be at least 1"),
-        (recipe.data.segment_seconds * m.sample_rate >= m.hop_length,
-         "data.segment_seconds is shorter than one latent frame"),
+        (
+            recipe.data.segment_seconds * m.sample_rate >= m.hop_length,
+            "data.segment_seconds is shorter than one latent frame",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -437,7 +468,7 @@ def _recipe_dict(name_or_path: str, seen: tuple[str, ...]) -> dict[str, Any]:
         ref = str(base_name)
         if ref not in BUILTIN_RECIPES:
             ref = str((path.parent / ref).resolve())
-        base = _recipe_dict(ref, seen + (str(path.resolve()),))
+        base = _recipe_dict(ref, (*seen, str(path.resolve())))
     raw.setdefault("name", path.stem)
     return merge(base, raw)
 

@@ -33,7 +33,9 @@ def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: floa
     """Slaney mel filters ``[n_mels, n_fft // 2 + 1]`` (librosa's), cached per setting."""
     import librosa  # imported lazily: it takes seconds, and only mel features need it
 
-    return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+    return torch.from_numpy(
+        librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    )
 
 
 def log_mel_spectrogram(

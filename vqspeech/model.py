@@ -26,7 +26,6 @@ from vqspeech.nn.quantizer import VectorQuantizer
 from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.nn.wavenet import WaveNet
 
-
 #: Latent frames of overlap between Griffin-Lim chunks when decoding long files (0.256 s at 16 kHz).
 SPECTROGRAM_OVERLAP = 64
 
@@ -104,9 +103,8 @@ class VQVAE(nn.Module):
             wavenet_loss = F.cross_entropy(logits.float(), target)
             terms.append(wavenet_loss)
         if "spectrogram" in self.decoders:
-            decoder = self.decoders["spectrogram"]
-            spectrogram = decoder(vq.quantized, voice)
-            spectrogram_loss = decoder.loss(spectrogram, audio)
+            spectrogram = self.spectrogram_decoder(vq.quantized, voice)
+            spectrogram_loss = self.spectrogram_decoder.loss(spectrogram, audio)
             terms.append(spectrogram_loss)
         reconstruction = torch.stack(terms).sum()
         return VQVAEOutput(
@@ -218,8 +216,9 @@ class VQVAE(nn.Module):
         q = self.config.decoder.quantization_channels
         for start in range(0, max(frames, 1), step):
             stop = min(frames, start + step)
-            classes = stream.push(self.quantizer.lookup(codes[:, start:stop]), temperature=temperature,
-                                  final=stop >= frames)
+            classes = stream.push(
+                self.quantizer.lookup(codes[:, start:stop]), temperature=temperature, final=stop >= frames
+            )
             yield mu_law_decode(classes, q)
 
     def _iter_spectrogram(

@@ -25,7 +25,9 @@ def save_spectrograms(path: str | Path, audio: Mapping[str, np.ndarray], sample_
     for ax, (name, wav) in zip(axes[:, 0], audio.items(), strict=True):
         mel = log_mel_spectrogram(torch.from_numpy(np.asarray(wav, dtype=np.float32)), sample_rate)
         seconds = len(wav) / sample_rate
-        ax.imshow(mel.numpy(), origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, mel.shape[0]))
+        ax.imshow(
+            mel.numpy(), origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, mel.shape[0])
+        )
         ax.set_title(name, fontsize=9, loc="left")
         ax.set_ylabel("mel bin")
     axes[-1, 0].set_xlabel("seconds")

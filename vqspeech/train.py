@@ -21,7 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -156,7 +156,7 @@ class _StopSignal:
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[signal.Signals, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
@@ -235,7 +235,9 @@ def _restore_training_state(state: dict[str, Any], optimizer: torch.optim.Optimi
 
 
 @torch.no_grad()
-def evaluate(model: VQVAE, batches: list[tuple[Tensor, Tensor]], device: torch.device, step: int) -> EvalMetrics:
+def evaluate(
+    model: VQVAE, batches: list[tuple[Tensor, Tensor]], device: torch.device, step: int
+) -> EvalMetrics:
     """Teacher-forced reconstruction loss and code usage on held-out utterances."""
     model.eval()
     total, count = 0.0, 0
@@ -303,7 +305,9 @@ def train(
         previous = load_checkpoint(out_dir / LAST)
         recipe = previous.recipe
     elif (out_dir / LAST).exists():
-        raise ConfigError(f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or pick another --out")
+        raise ConfigError(
+            f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or pick another --out"
+        )
     total_steps = steps if steps is not None else recipe.train.steps
     recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=total_steps))
 
@@ -332,7 +336,9 @@ def train(
     valid = validation_batches(corpus, recipe, recipe.data.valid_max_segments) if ddp.is_main else []
     logger = _Logger(out_dir, ddp.is_main)
     out_dir.mkdir(parents=True, exist_ok=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    )
     cfg = recipe.train
 
     def checkpoint() -> Path:
@@ -379,14 +385,24 @@ def train(
                 )
                 if not math.isfinite(last.loss):
                     checkpoint()
-                    raise ConfigError(f"loss became {last.loss} at step {step}; lower train.lr or raise train.grad_clip")
-                logger.scalars(step, {f"train/{k}": float(v) for k, v in dataclasses.asdict(last).items()
-                                      if k not in ("step", "total_steps")})
+                    raise ConfigError(
+                        f"loss became {last.loss} at step {step}; lower train.lr or raise train.grad_clip"
+                    )
+                logger.scalars(
+                    step,
+                    {
+                        f"train/{k}": float(v)
+                        for k, v in dataclasses.asdict(last).items()
+                        if k not in ("step", "total_steps")
+                    },
+                )
                 callback.on_step(last)
             if ddp.is_main and valid and (step % cfg.eval_every == 0 or step == total_steps):
                 last_eval = evaluate(model, valid, dev, step)
-                logger.scalars(step, {f"valid/{k}": float(v) for k, v in dataclasses.asdict(last_eval).items()
-                                      if k != "step"})
+                logger.scalars(
+                    step,
+                    {f"valid/{k}": float(v) for k, v in dataclasses.asdict(last_eval).items() if k != "step"},
+                )
                 callback.on_eval(last_eval)
                 if cfg.write_samples:
                     write_samples(model, valid[0], out_dir / "samples" / f"step{step:07d}", cfg.seed)
@@ -401,5 +417,6 @@ def train(
         callback.on_message(f"stopped at step {step}/{total_steps}; continue with --resume")
     if ddp.owns_group:
         dist.destroy_process_group()
-    return TrainResult(step=step, checkpoint=path, interrupted=interrupted, last=last, last_eval=last_eval,
-                       model=model)
+    return TrainResult(
+        step=step, checkpoint=path, interrupted=interrupted, last=last, last_eval=last_eval, model=model
+    )

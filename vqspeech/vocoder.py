@@ -16,7 +16,16 @@ def stft_magnitude(audio: Tensor, n_fft: int, hop_length: int, win_length: int |
     """Float audio ``[B, T]`` -> magnitudes ``[B, n_fft // 2 + 1, 1 + T // hop_length]`` (Hann, centred)."""
     win = win_length or n_fft
     window = torch.hann_window(win, device=audio.device)
-    return torch.stft(audio.float(), n_fft, hop_length, win, window=window, center=True, return_complex=True).abs()
+    return torch.stft(
+        audio.float(),
+        n_fft,
+        hop_length,
+        win,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    ).abs()
 
 
 def griffin_lim(
@@ -43,8 +52,16 @@ def griffin_lim(
     alpha = momentum / (1 + momentum)
     for _ in range(n_iter):
         audio = torch.istft(magnitude * angles, n_fft, hop_length, win, window=window, length=length)
-        rebuilt = torch.stft(audio, n_fft, hop_length, win, window=window, center=True, return_complex=True)
-        angles = rebuilt - alpha * previous
-        angles = angles / angles.abs().clamp(min=1e-8)
+        rebuilt = torch.stft(
+            audio,
+            n_fft,
+            hop_length,
+            win,
+            window=window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+        angles = torch.sgn(rebuilt - alpha * previous)  # z / |z| in one op (0 stays 0)
         previous = rebuilt
     return torch.istft(magnitude * angles, n_fft, hop_length, win, window=window, length=length)

@@ -20,8 +20,9 @@ class ResidualDilatedBlock(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilation: int) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
-                              padding=dilation * (kernel_size - 1) // 2)
+        self.conv = nn.Conv1d(
+            channels, channels, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2
+        )
         self.proj = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -46,8 +47,13 @@ class Encoder(nn.Module):
         in_channels = 1
         for _ in range(config.n_downsample):
             layers += [
-                nn.Conv1d(in_channels, config.channels, config.kernel_size, stride=2,
-                          padding=config.kernel_size // 2 - 1),
+                nn.Conv1d(
+                    in_channels,
+                    config.channels,
+                    config.kernel_size,
+                    stride=2,
+                    padding=config.kernel_size // 2 - 1,
+                ),
                 nn.ReLU(),
             ]
             in_channels = config.channels
@@ -66,6 +72,8 @@ class Encoder(nn.Module):
         if audio.dim() != 2:
             raise ValueError(f"encoder expects [B, T] audio, got shape {tuple(audio.shape)}")
         if audio.shape[-1] % self.hop_length:
-            raise ValueError(f"audio length {audio.shape[-1]} is not a multiple of hop_length {self.hop_length}")
+            raise ValueError(
+                f"audio length {audio.shape[-1]} is not a multiple of hop_length {self.hop_length}"
+            )
         x = self.downsample(audio.unsqueeze(1))
         return self.out(torch.relu(self.residual(x)))

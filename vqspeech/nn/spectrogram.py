@@ -32,8 +32,9 @@ class _FiLMBlock(nn.Module):
     def __init__(self, channels: int, kernel_size: int, dilation: int, speaker_dim: int) -> None:
         super().__init__()
         self.film = nn.Linear(speaker_dim, 2 * channels)
-        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
-                              padding=dilation * (kernel_size - 1) // 2)
+        self.conv = nn.Conv1d(
+            channels, channels, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2
+        )
         self.proj = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: Tensor, speaker: Tensor) -> Tensor:
@@ -43,10 +44,14 @@ class _FiLMBlock(nn.Module):
 
 
 class SpectrogramDecoder(nn.Module):
-    """``z_q [B, D, F]`` + speaker vectors ``[B, speaker_dim]`` -> log magnitudes ``[B, n_fft // 2 + 1, F]``."""
+    """``z_q [B, D, F]`` + speaker vectors ``[B, speaker_dim]`` -> log magnitudes ``[B, bins, F]``.
 
-    def __init__(self, config: SpectrogramConfig, cond_dim: int, speaker_dim: int, hop_length: int,
-                 sample_rate: int) -> None:
+    ``bins = n_fft // 2 + 1``.
+    """
+
+    def __init__(
+        self, config: SpectrogramConfig, cond_dim: int, speaker_dim: int, hop_length: int, sample_rate: int
+    ) -> None:
         super().__init__()
         self.config = config
         self.hop_length = hop_length
@@ -72,7 +77,7 @@ class SpectrogramDecoder(nn.Module):
         return self.out(F.gelu(x))
 
     def target(self, audio: Tensor) -> Tensor:
-        """Log magnitudes ``[B, n_fft // 2 + 1, F]`` of audio ``[B, F * hop_length]`` (the training target)."""
+        """Log magnitudes ``[B, n_fft // 2 + 1, F]`` of audio ``[B, F * hop_length]`` (training target)."""
         mag = stft_magnitude(audio, self.config.n_fft, self.hop_length)[..., :-1]  # centred: F + 1 frames
         return torch.log(mag.clamp(min=LOG_FLOOR))
 
@@ -89,11 +94,22 @@ class SpectrogramDecoder(nn.Module):
         return torch.log(mel.clamp(min=LOG_FLOOR))
 
     def vocode(self, log_magnitude: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Log magnitudes ``[B, bins, F]`` -> float audio ``[B, F * hop_length]`` by Griffin-Lim."""
+        """Log magnitudes ``[B, bins, F]`` -> float audio ``[B, F * hop_length]`` by Griffin-Lim.
+
+        Griffin-Lim runs at ``griffin_lim_hop``: frame ``j`` of that STFT is centred on sample
+        ``j * griffin_lim_hop``, which is latent frame ``j * stride``, so it takes every
+        ``stride``-th predicted frame.
+        """
         frames = log_magnitude.shape[-1]
+        stride = self.config.griffin_lim_hop // self.hop_length
         mag = log_magnitude.float().exp()
         mag = torch.cat([mag, mag[..., -1:]], dim=-1)  # the centred STFT of F * hop samples has F + 1 frames
-        audio = griffin_lim(mag, self.config.n_fft, self.hop_length, frames * self.hop_length,
-                            n_iter=self.config.griffin_lim_iters, generator=generator)
+        audio = griffin_lim(
+            mag[..., ::stride],
+            self.config.n_fft,
+            self.config.griffin_lim_hop,
+            frames * self.hop_length,
+            n_iter=self.config.griffin_lim_iters,
+            generator=generator,
+        )
         return audio.clamp(-1.0, 1.0)
-

@@ -96,9 +96,7 @@ class WaveNet(nn.Module):
             shared by all its decoders).
     """
 
-    def __init__(
-        self, config: WaveNetConfig, cond_dim: int, hop_length: int, speaker_dim: int
-    ) -> None:
+    def __init__(self, config: WaveNetConfig, cond_dim: int, hop_length: int, speaker_dim: int) -> None:
         super().__init__()
         if config.kernel_size < 2:
             raise ConfigError("model.decoder.kernel_size must be at least 2")

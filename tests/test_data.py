@@ -334,7 +334,12 @@ def test_step_batches_are_a_function_of_the_step(demo_corpus: Corpus) -> None:
     recipe = demo_recipe()
     batches = StepBatches(demo_corpus, recipe)
     audio, speakers = batches.batch(5)
-    assert audio.shape == (recipe.train.batch_size, 8000) and speakers.shape == (recipe.train.batch_size,)
+    crop = (
+        int(recipe.data.segment_seconds * recipe.model.sample_rate)
+        // recipe.model.hop_length
+        * recipe.model.hop_length
+    )
+    assert audio.shape == (recipe.train.batch_size, crop) and speakers.shape == (recipe.train.batch_size,)
     assert audio.dtype == torch.float32 and speakers.dtype == torch.int64
     steps = list(batches.iterate(3, 7))
     assert len(steps) == 4 and torch.equal(steps[2][0], audio) and torch.equal(steps[2][1], speakers)
@@ -355,9 +360,11 @@ def test_validation_batches_cover_held_out_utterances(demo_corpus: Corpus) -> No
     recipe = demo_recipe()
     batches = validation_batches(demo_corpus, recipe)
     split = StepBatches(demo_corpus, recipe).split
-    expected = sum(max(1, u.num_samples // 8000) for u in split.valid)
+    crop = batches[0][0].shape[1]
+    assert crop == int(recipe.data.segment_seconds * recipe.model.sample_rate)
+    expected = sum(max(1, u.num_samples // crop) for u in split.valid)
     assert sum(a.shape[0] for a, _ in batches) == expected
-    assert all(a.shape[1] == 8000 and a.shape[0] <= recipe.train.batch_size for a, _ in batches)
+    assert all(a.shape[1] == crop and a.shape[0] <= recipe.train.batch_size for a, _ in batches)
     assert {int(s) for _, sp in batches for s in sp} == {
         demo_corpus.speakers.id(u.speaker) for u in split.valid
     }

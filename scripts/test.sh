@@ -9,7 +9,7 @@ python=${PYTHON:-python3}
 # (the grep hides this machine's pip-config noise; pip's own exit status is kept)
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 pip install torch==2.13.0
-pip install -e ".[dev,synth,train]"
+pip install -e ".[dev,synth,train,eval]"
 .venv/bin/python -c "import torch, vqspeech_cli.main" # fail fast if the install did not work
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy

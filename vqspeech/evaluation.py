@@ -6,7 +6,9 @@ rate (float ``[T]`` numpy arrays). Conventions:
 * ``log_mel_distance``: mean absolute difference of 80-band log-mel spectrograms in dB
   (``20 log10`` of mel magnitudes; 1024-point FFT, 256 hop, at 16 kHz). 0 is identical.
 * ``mel_cepstral_distortion``: MCD in dB over mel-cepstra 1..13 (c0, the loudness, is left
-  out), frame by frame without time warping: reconstructions are aligned with their source.
+  out), frame by frame without time warping (reconstructions are aligned with their source),
+  over the frames where the reference is within 40 dB of its loudest: silent frames would
+  otherwise dominate it with noise-floor differences nobody hears.
 * ``stoi``: short-time objective intelligibility (Taal et al. 2011) via ``pystoi``, in [0, 1].
   For scale: noise shaped by the speech's loudness envelope scores ~0.6 on our corpus.
 """
@@ -38,9 +40,10 @@ def mel_cepstral_distortion(
 ) -> float:
     """MCD in dB: ``(10 / ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2)`` averaged over frames, d = 1..13."""
     ref, deg = _pair(reference, degraded)
-    ca = _mel_cepstrum(ref, sample_rate, n_coefficients)
-    cb = _mel_cepstrum(deg, sample_rate, n_coefficients)
-    per_frame = torch.sqrt(2.0 * ((ca - cb) ** 2).sum(dim=0))
+    ca, loudness = _mel_cepstrum(ref, sample_rate, n_coefficients)
+    cb, _ = _mel_cepstrum(deg, sample_rate, n_coefficients)
+    speech = loudness > loudness.max() - 40.0 / _DB  # natural-log units
+    per_frame = torch.sqrt(2.0 * ((ca - cb)[:, speech] ** 2).sum(dim=0))
     return float(per_frame.mean()) * 10.0 / math.log(10.0)
 
 
@@ -104,13 +107,16 @@ def _pair(reference: np.ndarray, degraded: np.ndarray) -> tuple[torch.Tensor, to
     )
 
 
-def _mel_cepstrum(audio: torch.Tensor, sample_rate: int, n_coefficients: int) -> torch.Tensor:
-    """Orthonormal DCT-II of the natural-log mel spectrum, coefficients 1..n: ``[n, frames]``."""
+def _mel_cepstrum(
+    audio: torch.Tensor, sample_rate: int, n_coefficients: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthonormal DCT-II of the natural-log mel spectrum: coefficients 1..n ``[n, frames]``,
+    and each frame's mean log-mel level ``[frames]`` (natural log)."""
     log_mel = log_mel_spectrogram(audio, sample_rate)  # [M, frames]
     m = log_mel.shape[0]
     k = torch.arange(m, dtype=torch.float32)
     basis = torch.cos(torch.pi / m * (k[None, :] + 0.5) * k[:, None]) * math.sqrt(2.0 / m)  # [M, M]
-    return (basis @ log_mel)[1 : n_coefficients + 1]
+    return (basis @ log_mel)[1 : n_coefficients + 1], log_mel.mean(dim=0)
 
 
 @dataclass(frozen=True)

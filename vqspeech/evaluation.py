@@ -16,11 +16,16 @@ rate (float ``[T]`` numpy arrays). Conventions:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from vqspeech.audio import load_audio
+from vqspeech.checkpoint import load_checkpoint
+from vqspeech.data.batches import split_for
+from vqspeech.data.corpus import open_corpus
 from vqspeech.errors import ConfigError
 from vqspeech.features import log_mel_spectrogram
 
@@ -147,13 +152,6 @@ def evaluate_held_out(
 
     The split is the one training used (``recipe.data``), so these utterances were never seen.
     """
-    import time
-
-    from vqspeech.audio import load_audio
-    from vqspeech.checkpoint import load_checkpoint
-    from vqspeech.data.batches import split_for
-    from vqspeech.data.corpus import open_corpus
-
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()
     corpus = open_corpus(data, sample_rate=ckpt.recipe.model.sample_rate)
@@ -202,11 +200,6 @@ def conversion_pitch(
     checkpoint: str, data: str, decoder: str | None = None, max_utterances: int = 16, seed: int = 0
 ) -> ConversionPitch:
     """Convert each held-out utterance to the speaker whose real pitch is farthest from its own."""
-    from vqspeech.audio import load_audio
-    from vqspeech.checkpoint import load_checkpoint
-    from vqspeech.data.batches import split_for
-    from vqspeech.data.corpus import open_corpus
-
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()
     sr = ckpt.recipe.model.sample_rate

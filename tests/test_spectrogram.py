@@ -140,3 +140,42 @@ def test_chunked_spectrogram_decoding_is_bounded_and_close_to_one_shot(chunk_fra
     # Griffin-Lim phases differ per chunk, but the magnitudes (what the decoder predicts) agree
     a, b = stft_magnitude(whole, 512, 64), stft_magnitude(chunked, 512, 64)
     assert float(torch.linalg.norm(a - b) / torch.linalg.norm(a)) < 0.5
+
+
+@pytest.mark.parametrize("hop", [64, 128, 256])
+def test_griffin_lim_frame_grid_is_torch_stft_and_istft(hop: int) -> None:
+    """The loop's own STFT pair (frames-major, envelope once) is exactly torch's centred pair."""
+    from vqspeech.vocoder import _FrameGrid
+
+    audio = torch.randn(2, 5000, generator=torch.Generator().manual_seed(0))
+    window = torch.hann_window(512)
+    reference = torch.stft(
+        audio, 512, hop, window=window, center=True, pad_mode="constant", return_complex=True
+    )
+    grid = _FrameGrid(512, hop, reference.shape[-1], audio.shape[1], audio.device)
+    forward = grid.forward(audio)
+    torch.testing.assert_close(forward, reference.transpose(1, 2), rtol=0, atol=1e-4)
+    torch.testing.assert_close(grid.inverse(forward), audio, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        grid.inverse(forward),
+        torch.istft(reference, 512, hop, window=window, length=audio.shape[1]),
+        rtol=0,
+        atol=1e-5,
+    )
+
+
+def test_compiled_phase_update_matches_torch() -> None:
+    """On CPU the phase update is a numba loop; it must be the torch formula, zeros included."""
+    from vqspeech.vocoder import _numba_phase_update, _torch_phase_update
+
+    compiled = _numba_phase_update()
+    if compiled is None:
+        pytest.skip("numba is not installed")
+    g = torch.Generator().manual_seed(0)
+    rebuilt = torch.randn(2, 7, 257, dtype=torch.complex64, generator=g)
+    previous = torch.randn(2, 7, 257, dtype=torch.complex64, generator=g)
+    magnitude = torch.rand(2, 7, 257, generator=g)
+    rebuilt[0, 0, :5] = previous[0, 0, :5] * 0.5  # rebuilt - alpha * previous == 0 exactly
+    expected = _torch_phase_update(rebuilt, previous, magnitude, 0.5)
+    torch.testing.assert_close(compiled(rebuilt, previous, magnitude, 0.5), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(expected[0, 0, :5], torch.zeros(5, dtype=torch.complex64))

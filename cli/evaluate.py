@@ -1,0 +1,186 @@
+"""``vqspeech eval``: score a checkpoint on a corpus's held-out speech (issue 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from vqspeech.evaluation import STOI_AIM, TARGET_RATE_AIM, EvalReport, evaluate_model
+from vqspeech_cli.errors import boundary, stderr
+from vqspeech_cli.options import DecoderFamily, Device, Model, Quiet, Seed
+
+STDOUT = "-"
+
+
+def eval_command(
+    model: Model,
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="The corpus the model was trained on (VCTK root, speaker folders or a TSV manifest); "
+            "its held-out split is scored.",
+        ),
+    ],
+    json_out: Annotated[
+        str | None,
+        typer.Option(
+            "--json",
+            help="Also write the report as JSON to this file (atomically), or - to print only JSON on "
+            "stdout instead of the table.",
+            metavar="OUT|-",
+        ),
+    ] = None,
+    decoder: DecoderFamily = None,
+    max_utterances: Annotated[
+        int,
+        typer.Option(
+            "--max-utterances",
+            min=1,
+            help="Held-out utterances to reconstruct and convert, taken round-robin over speakers.",
+        ),
+    ] = 16,
+    conversions: Annotated[
+        int,
+        typer.Option("--conversions", min=0, help="Other speakers each of those utterances is converted to."),
+    ] = 2,
+    per_speaker: Annotated[
+        int,
+        typer.Option(
+            "--per-speaker",
+            min=1,
+            help="Real utterances per speaker that train (training split) and test (held-out split) "
+            "the speaker classifier and the leakage probe.",
+        ),
+    ] = 20,
+    audio_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--audio-dir",
+            help="Write each utterance's original, reconstruction and conversions as WAVs here "
+            "(UTT.orig.wav, UTT.recon.wav, UTT.to_SPEAKER.wav).",
+            metavar="DIR",
+        ),
+    ] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Score a model on the held-out utterances of its corpus (the split training used).
+
+    Reconstructions: STOI, log-mel distance, mel-cepstral distortion, wide-band PESQ (with the
+    pesq package). Codes: codes used and dead, perplexity, entropy and raw bitrates.
+
+    Conversions: how often a speaker classifier, trained on the corpus's real training speech,
+    hears the target speaker in converted audio, and how often still the source.
+
+    Leakage: how well a linear classifier names the speaker from an utterance's code histogram
+    (near chance: the codes carry little speaker identity, as the paper claims).
+
+    A table on stdout; --json OUT also writes JSON, --json - prints only JSON.
+    """
+    progress = None if quiet else _progress
+    with boundary():
+        report = evaluate_model(
+            model,
+            data,
+            decoder=decoder,
+            max_utterances=max_utterances,
+            conversions_per_utterance=conversions,
+            seed=seed,
+            audio_dir=audio_dir,
+            progress=progress,
+            utterances_per_speaker=per_speaker,
+            device=device,
+        )
+        if json_out is not None and json_out != STDOUT:
+            report.write_json(json_out)
+    if json_out == STDOUT:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    Console(highlight=False).print(_table(report))
+    if json_out is not None and not quiet:
+        stderr.print(f"report: {json_out}", markup=False)
+
+
+def _progress(line: str) -> None:
+    stderr.print(line, markup=False)
+
+
+def _table(r: EvalReport) -> Table:
+    rec, codes, conv, leak = r.reconstruction, r.codes, r.conversion, r.leakage
+    table = Table(
+        title=escape(
+            f"eval {r.checkpoint} on {r.data}: {r.decoder} decoder, {r.n_utterances} held-out "
+            f"utterances ({r.seconds:.1f} s)"
+        ),
+        title_justify="left",
+    )
+    for name in ("", "measure", "value", "aim / note"):
+        table.add_column(name, justify="right" if name == "value" else "left")
+    rows = [
+        ("reconstruction", "STOI", f"{rec.stoi:.3f}", _aim(rec.stoi, STOI_AIM, f"≥ {STOI_AIM:.2f}")),
+        ("", "log-mel distance", f"{rec.log_mel_distance:.2f} dB", "lower is better"),
+        ("", "mel-cepstral distortion", f"{rec.mel_cepstral_distortion:.2f} dB", "lower is better"),
+        (
+            "",
+            "PESQ (wide-band)",
+            "n/a" if rec.pesq is None else f"{rec.pesq:.2f}",
+            "pip install 'vqspeech[pesq]'" if rec.pesq is None else "1.04..4.64",
+        ),
+        ("codes", "used / dead", f"{codes.codes_used} / {codes.dead_codes}", f"of {codes.codebook_size}"),
+        ("", "perplexity", f"{codes.perplexity:.1f}", "2^entropy"),
+        ("", "entropy", f"{codes.entropy_bits:.2f} bits", f"{codes.entropy_bitrate:.0f} bits/s"),
+        ("", "raw bitrate", f"{codes.raw_bitrate:.0f} bits/s", ""),
+        (
+            "conversion",
+            f"heard as the target ({conv.n} conversions)",
+            _pct(conv.target_rate),
+            _aim(conv.target_rate, TARGET_RATE_AIM, f"≥ {TARGET_RATE_AIM:.0%}"),
+        ),
+        ("", "heard as the source", _pct(conv.source_rate), "lower is better"),
+        ("", "reconstructions heard as their speaker", _pct(conv.reconstruction_rate), "control"),
+        (
+            "",
+            "classifier accuracy, real held-out",
+            _pct(conv.classifier_accuracy),
+            f"{conv.n_real} utterances, {conv.n_speakers} speakers",
+        ),
+        (
+            "",
+            "pitch moved / gap to target",
+            f"{conv.moved_semitones:+.1f} / {conv.wanted_semitones:.1f} st",
+            "semitones",
+        ),
+        (
+            "leakage",
+            "speaker from code histograms",
+            _pct(leak.accuracy),
+            f"chance {_pct(leak.chance)}; lower is better",
+        ),
+        (
+            "speed",
+            "decoding",
+            f"{r.decode_x_real_time:.1f}x real time",
+            f"evaluation took {r.wall_seconds:.0f} s",
+        ),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value != value else f"{value:.0%}"  # NaN: nothing was measured
+
+
+def _aim(value: float, aim: float, text: str) -> str:
+    if value != value:
+        return text
+    return f"[green]{text} ✓[/]" if value >= aim else f"[red]{text} ✗[/]"

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from vqspeech.data.synth import synthesize_corpus
 from vqspeech.data.voices import ENGINES
 from vqspeech_cli.errors import boundary, stderr
 from vqspeech_cli.options import Quiet
+from vqspeech_cli.progress import ProgressBar
 
 app = typer.Typer(
     help="Prepare speech data: synthesise a small multi-speaker demo corpus (VCTK 0.92 layout).",
@@ -22,29 +22,6 @@ app = typer.Typer(
 @app.callback()
 def _data() -> None:
     """Prepare speech data: synthesise a small multi-speaker demo corpus (VCTK 0.92 layout)."""
-
-
-class _Bar:
-    """A rich progress bar on stderr when it is a terminal; silent otherwise."""
-
-    def __init__(self, quiet: bool, label: str) -> None:
-        self.progress: Progress | None = None
-        self.task: TaskID | None = None
-        if not quiet and stderr.is_terminal:
-            self.progress = Progress(
-                TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(), console=stderr,
-            )  # fmt: skip
-            self.task = self.progress.add_task(label, total=None)
-            self.progress.start()
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, completed=done, total=total)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 @app.command()
@@ -80,7 +57,7 @@ def synth(
     Voices come from eSpeak NG (pip package espeakng-loader), plus flite and Festival voices when
     those programs are installed. Train on it with: vqspeech train demo --data OUT_DIR
     """
-    bar = _Bar(quiet, "synth")
+    bar = ProgressBar(quiet, "synth")
     with boundary():
         try:
             result = synthesize_corpus(

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from vqspeech import __version__
-from vqspeech_cli import convert, data, decode, encode, info, speakers, train
+from vqspeech_cli import convert, data, decode, demo, encode, evaluate, info, speakers, train
 
 app = typer.Typer(
     name="vqspeech",
@@ -44,6 +44,8 @@ app.command("decode")(decode.decode)
 app.command("convert")(convert.convert)
 app.command("speakers")(speakers.speakers)
 app.command("train")(train.train_command)
+app.command("demo")(demo.demo_command)
+app.command("eval")(evaluate.eval_command)
 app.add_typer(data.app, name="data")
 
 

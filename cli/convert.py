@@ -18,13 +18,17 @@ from vqspeech_cli.options import (
     Output,
     Overwrite,
     Quiet,
+    Reference,
     SampleRate,
     Seed,
     Temperature,
 )
 
 Speaker = Annotated[
-    str, typer.Option("--speaker", "-s", help="Target speaker (see vqspeech speakers --model CKPT).")
+    str | None,
+    typer.Option(
+        "--speaker", "-s", help="Target speaker (see vqspeech speakers --model CKPT); or give --reference."
+    ),
 ]
 
 
@@ -38,7 +42,8 @@ def convert(
         ),
     ],
     model: Model,
-    speaker: Speaker,
+    speaker: Speaker = None,
+    reference: Reference = None,
     output: Output = None,
     sample_rate: SampleRate = None,
     seed: Seed = 0,
@@ -49,11 +54,13 @@ def convert(
     jobs: Jobs = 1,
     quiet: Quiet = False,
 ) -> None:
-    """Convert speech to another speaker's voice: encode, then decode with --speaker.
+    """Convert speech to another speaker's voice: encode, then decode with --speaker or --reference.
 
-    The same audio as encode followed by decode --speaker with the same --seed.
+    --speaker NAME: a speaker of the model's table. --reference VOICE.wav: the voice in that
+    recording, whoever it is (models with a speaker encoder). The same audio as encode followed by
+    decode with the same --speaker / --reference and --seed.
 
-    Without -o: x.wav -> x.SPEAKER.wav next to it.
+    Without -o: x.wav -> x.SPEAKER.wav next to it (x.ref-VOICE.wav with --reference).
 
     -o DIR: DIR/x.wav, mirroring folder inputs; -o FILE: .wav/.flac/.ogg; -o -: WAV on stdout.
 
@@ -61,9 +68,10 @@ def convert(
 
     Exit code 0: all inputs converted; 1: some failed (each named on stderr, the rest still done).
     """
+    target = io.voice_label(speaker, reference, required=True)
     with boundary():
         found, problems = io.expand_inputs(inputs, AUDIO_EXTENSIONS)
-        suffix = f".{speaker}.wav"
+        suffix = f".{target}.wav"
         tasks = io.plan_outputs(
             found, output, n_args=len(inputs), next_to_input=suffix, in_folder=".wav", file_suffixes=FORMATS
         )
@@ -73,6 +81,7 @@ def convert(
                 codec,
                 tasks,
                 speaker=speaker,
+                reference=reference or (),
                 seed=seed,
                 temperature=temperature,
                 sample_rate=sample_rate,

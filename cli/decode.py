@@ -18,6 +18,7 @@ from vqspeech_cli.options import (
     Output,
     Overwrite,
     Quiet,
+    Reference,
     SampleRate,
     Seed,
     Temperature,
@@ -29,7 +30,8 @@ Speaker = Annotated[
         "--speaker",
         "-s",
         help="Decode in this speaker's voice (voice conversion on tokens, no re-encoding). "
-        "Default: the source speaker in each file's header, if the model knows it.",
+        "Default: the source's voice: the speaker vector in each file's header (models with a speaker "
+        "encoder), else the source speaker named there, if the model knows it.",
     ),
 ]
 Force = Annotated[
@@ -48,6 +50,7 @@ def decode(
     ],
     model: Model,
     speaker: Speaker = None,
+    reference: Reference = None,
     output: Output = None,
     sample_rate: SampleRate = None,
     seed: Seed = 0,
@@ -61,7 +64,8 @@ def decode(
 ) -> None:
     """Decode token files to audio, chunk by chunk at bounded memory.
 
-    Without -o: x.vqt -> x.SPEAKER.wav next to it with --speaker, else x.decoded.wav (never x.wav).
+    Without -o: x.vqt -> x.SPEAKER.wav next to it with --speaker, x.ref-VOICE.wav with --reference,
+    else x.decoded.wav (never x.wav).
 
     -o DIR: DIR/x.wav, mirroring folder inputs; -o FILE: .wav/.flac/.ogg; -o -: WAV on stdout.
 
@@ -69,9 +73,10 @@ def decode(
 
     Exit code 0: all inputs decoded; 1: some failed (each named on stderr, the rest still done).
     """
+    target = io.voice_label(speaker, reference, required=False)
     with boundary():
         found, problems = io.expand_inputs(inputs, {TOKEN_SUFFIX})
-        suffix = f".{speaker or 'decoded'}.wav"
+        suffix = f".{target or 'decoded'}.wav"
         tasks = io.plan_outputs(
             found, output, n_args=len(inputs), next_to_input=suffix, in_folder=".wav", file_suffixes=FORMATS
         )
@@ -81,6 +86,7 @@ def decode(
                 codec,
                 tasks,
                 speaker=speaker,
+                reference=reference or (),
                 seed=seed,
                 temperature=temperature,
                 sample_rate=sample_rate,

@@ -83,6 +83,10 @@ def eval_command(
     Leakage: how well a linear classifier names the speaker from an utterance's code histogram
     (near chance: the codes carry little speaker identity, as the paper claims).
 
+    Unseen speakers (models with a speaker encoder, corpora with speakers it never trained on,
+    e.g. data.valid_speakers): reconstructions voiced by their own speaker vector vs the nearest
+    table speaker, and zero-shot conversions toward an unseen voice.
+
     A table on stdout; --json OUT also writes JSON, --json - prints only JSON.
     """
     progress = None if quiet else _progress
@@ -171,6 +175,34 @@ def _table(r: EvalReport) -> Table:
             f"evaluation took {r.wall_seconds:.0f} s",
         ),
     ]
+    u = r.unseen
+    if u is not None:
+        rows[-1:-1] = [
+            (
+                "unseen speakers",
+                f"reconstructions heard as their speaker ({u.n})",
+                f"{_pct(u.vector_rate)} / {_pct(u.table_rate)}",
+                "own speaker vector / nearest table speaker",
+            ),
+            (
+                "",
+                "speaker-vector cosine to the real voice",
+                f"{u.vector_similarity:.2f} / {u.table_similarity:.2f}",
+                "own speaker vector / nearest table speaker",
+            ),
+            (
+                "",
+                f"zero-shot conversions heard as the target ({u.n_conversions})",
+                _pct(u.target_rate),
+                f"as the source {_pct(u.source_rate)}",
+            ),
+            (
+                "",
+                "classifier accuracy, real unseen",
+                _pct(u.classifier_accuracy),
+                f"{u.n_real} utterances of {', '.join(u.speakers)}",
+            ),
+        ]
     for row in rows:
         table.add_row(*row)
     return table

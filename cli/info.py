@@ -70,7 +70,18 @@ def _token_table(r: TokenInfo) -> Table:
         ("model fingerprint", h.model_fingerprint),
         ("written by", f"vqspeech {h.vqspeech_version}"),
         ("coding", h.coding),
-        ("bitrate", f"{r.bitrate:g} bits/s of codes, {r.file_bitrate:.0f} bits/s with the header"),
+        (
+            "speaker vector",
+            f"{r.speaker_vector_bits} bits"
+            if r.speaker_vector_bits
+            else "(none: decodes as a named speaker)",
+        ),
+        (
+            "bitrate",
+            f"{r.bitrate:g} bits/s of codes"
+            + (" and speaker vector" if r.speaker_vector_bits else "")
+            + f", {r.file_bitrate:.0f} bits/s with the header",
+        ),
         ("file size", f"{r.file_size:,} bytes"),
     ]
     rows += [(f"extra: {k}", json.dumps(v)) for k, v in h.extra.items()]
@@ -110,6 +121,8 @@ def _table(r: ModelInfo) -> Table:
     rows += [(f"parameters: {k}", f"{v:,}") for k, v in r.parameters.items()]
     names = [str(s.get("name")) for s in r.speakers]
     rows.append(("speakers", f"{r.n_speakers}" + (f": {', '.join(names)}" if names else "")))
+    if r.speaker_encoder:
+        rows.append(("speaker encoder", f"yes: {r.speaker_vector_bits}-bit speaker vector per token file"))
     if r.fingerprint:
         rows.append(("fingerprint", r.fingerprint))
     if r.step is not None:

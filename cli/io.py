@@ -147,6 +147,20 @@ def plan_outputs(
     return [Task(i.path, target / _with_suffix(i.relative, in_folder)) for i in inputs]
 
 
+def voice_label(speaker: str | None, reference: Sequence[Path] | None, *, required: bool) -> str | None:
+    """The target voice's name for output files: ``SPEAKER`` or ``ref-VOICE`` (the first reference's
+    stem); None when neither is given. Both, or neither when ``required``, is a usage error."""
+    if speaker is not None and reference:
+        raise typer.BadParameter("give --speaker or --reference, not both", param_hint="--speaker")
+    if reference:
+        return f"ref-{reference[0].stem}"
+    if required and speaker is None:
+        raise typer.BadParameter(
+            "name the target voice: --speaker NAME, or --reference VOICE.wav", param_hint="--speaker"
+        )
+    return speaker
+
+
 def stdout_for(tasks: Sequence[Task]) -> BinaryIO | None:
     """Binary stdout (text written so far flushed first) when a task streams there, else None."""
     if all(task.target is not None for task in tasks):

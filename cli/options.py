@@ -81,3 +81,13 @@ DecoderFamily = Annotated[
         metavar="wavenet|spectrogram",
     ),
 ]
+Reference = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--reference",
+        "-r",
+        help="A recording of the voice to speak in, seen in training or not (repeat for several: "
+        "their speaker vectors are averaged). Needs a model with a speaker encoder; not with --speaker.",
+        metavar="VOICE.wav",
+    ),
+]

@@ -181,6 +181,24 @@ def test_evaluate_model_invariants(evaluated: tuple[EvalReport, Path]) -> None:
     assert conv.target_rate + conv.source_rate <= 1.0
     assert 0.0 <= leak.accuracy <= 1.0 and leak.chance == pytest.approx(1 / 3)
     assert report.decode_x_real_time > 0 and not math.isnan(report.seconds)
+    assert report.unseen is None  # no speaker encoder: no unseen-speaker section
+
+
+def test_evaluate_model_scores_unseen_speakers_with_a_speaker_encoder(
+    demo_corpus_dir: Path, tmp_path: Path
+) -> None:
+    """s03 is unknown to this model: its voice can only come from the speaker encoder (issue 7)."""
+    encoder = ["model.speaker_encoder.enabled=true", "model.speaker_encoder.channels=8"]
+    ckpt = make_checkpoint(tmp_path / "se.pt", speakers=("s01", "s02"), extra=encoder)
+    report = evaluate_model(ckpt, demo_corpus_dir, max_utterances=2, conversions_per_utterance=0)
+    unseen = report.unseen
+    assert unseen is not None and unseen.speakers == ["s03"]
+    assert unseen.n == unseen.n_real == 2 and unseen.n_conversions == 2  # 4 utterances: 2 enrol, 2 test
+    for rate in (unseen.vector_rate, unseen.table_rate, unseen.target_rate, unseen.classifier_accuracy):
+        assert 0.0 <= rate <= 1.0
+    assert -1.0 <= unseen.table_similarity <= 1.0 and -1.0 <= unseen.vector_similarity <= 1.0
+    data = report.to_dict()
+    assert data["unseen"]["speakers"] == ["s03"] and json.loads(json.dumps(data, allow_nan=False)) == data
 
 
 def test_evaluate_model_writes_the_wavs_it_names(evaluated: tuple[EvalReport, Path]) -> None:

@@ -103,12 +103,23 @@ class _InterruptAt(SilentCallback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_kill_and_resume_continues_with_identical_state(tmp_path, demo_corpus_dir) -> None:
-    straight = train(tiny(), demo_corpus_dir, tmp_path / "a", steps=8, device="cpu")
-    killed = train(tiny(), demo_corpus_dir, tmp_path / "b", steps=8, device="cpu", callback=_InterruptAt(5))
+#: A tiny speaker encoder (issue 7): its reference crops and table/encoder draws must resume exactly too.
+SPEAKER_ENCODER = (
+    "model.speaker_encoder.enabled=true",
+    "model.speaker_encoder.channels=8",
+    "model.speaker_encoder.layers=1",
+    "model.speaker_encoder.reference_seconds=0.128",
+)
+
+
+@pytest.mark.parametrize("extra", [(), SPEAKER_ENCODER], ids=["table", "speaker-encoder"])
+def test_kill_and_resume_continues_with_identical_state(tmp_path, demo_corpus_dir, extra) -> None:
+    recipe = tiny(*extra)
+    straight = train(recipe, demo_corpus_dir, tmp_path / "a", steps=8, device="cpu")
+    killed = train(recipe, demo_corpus_dir, tmp_path / "b", steps=8, device="cpu", callback=_InterruptAt(5))
     assert killed.interrupted and killed.step == 5
     assert load_checkpoint(tmp_path / "b" / "last.pt").training["step"] == 5
-    resumed = train(tiny(), demo_corpus_dir, tmp_path / "b", resume=True, device="cpu")
+    resumed = train(recipe, demo_corpus_dir, tmp_path / "b", resume=True, device="cpu")
     assert resumed.step == 8 and not resumed.interrupted
     a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
     assert _states_equal(a.model_state, b.model_state)  # weights, codebook EMA, usage counters

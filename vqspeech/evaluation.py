@@ -30,6 +30,11 @@ corpus's training split, never on model output:
   median log-F0) decides whether converted audio sounds like its target or still like its source;
 * the leakage probe classifies speakers from per-utterance code histograms: accuracy near
   chance means the codes carry little speaker identity, which is the paper's claim (section 4.3).
+
+Unseen speakers (issue 7, :class:`UnseenSpeakerScores`): for a model with a speaker encoder and a
+corpus with speakers it never trained on (``data.valid_speakers``, or speakers it does not know),
+reconstructions voiced by each utterance's own speaker vector against the nearest table speaker,
+and zero-shot conversions of training speakers toward an unseen voice given one recording of it.
 """
 
 from __future__ import annotations
@@ -464,6 +469,40 @@ class ConversionScores:
 
 
 @dataclass(frozen=True)
+class UnseenSpeakerScores:
+    """Speakers the model never trained on, voiced through its speaker encoder (issue 7).
+
+    Each unseen speaker's utterances are halved: the first half (up to ``utterances_per_speaker``)
+    *enrols* it in the speaker classifier (trained on real speech of the training speakers and of
+    these), the second half is tested. ``classifier_accuracy``: on the ``n_real`` real test
+    utterances of the unseen speakers.
+
+    Reconstructions of ``n`` test utterances, decoded with their own quantised speaker vector
+    (what ``encode`` stores in a token file) or with the training speaker whose table vector is
+    nearest to it (cosine; the best a lookup table can do for a new voice): ``vector_rate`` and
+    ``table_rate`` are the fractions the classifier hears as the true speaker;
+    ``vector_similarity`` and ``table_similarity`` the mean cosine between the speaker-encoder
+    vectors of the decoded and the real utterance (1 is the same voice to the encoder).
+
+    Zero-shot conversions: ``n_conversions`` held-out utterances of training speakers decoded with
+    the vector of one test recording of an unseen target; ``target_rate`` / ``source_rate``: the
+    fractions heard as the target / still as the source.
+    """
+
+    speakers: list[str]
+    n: int
+    vector_rate: float
+    table_rate: float
+    vector_similarity: float
+    table_similarity: float
+    n_conversions: int
+    target_rate: float
+    source_rate: float
+    classifier_accuracy: float
+    n_real: int
+
+
+@dataclass(frozen=True)
 class EvalReport:
     """What :func:`evaluate_model` measured. :meth:`to_dict` gives it as JSON-safe data.
 
@@ -475,6 +514,8 @@ class EvalReport:
     (``stoi``, ``log_mel_distance``, ``mel_cepstral_distortion``, ``pesq``) and who the speaker
     classifier hears (``recon_heard_as``, ``conversions_heard_as``: ``{target: speaker}``).
     ``decode_x_real_time``: seconds of audio reconstructed per wall-clock second (batch 1).
+    ``unseen``: speakers the model never trained on (:class:`UnseenSpeakerScores`), None unless
+    the model has a speaker encoder and the corpus has such speakers.
     """
 
     checkpoint: str
@@ -491,6 +532,7 @@ class EvalReport:
     decode_x_real_time: float
     audio_dir: str | None
     wall_seconds: float
+    unseen: UnseenSpeakerScores | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-safe data (NaN and infinities become None) plus the issue's aims."""
@@ -658,6 +700,18 @@ def evaluate_model(
             }
         )
 
+    unseen_scores = None
+    if codec.has_speaker_encoder:
+        unseen = _per_speaker(
+            sorted(
+                (u for u in (*split.train, *split.valid) if u.speaker not in speakers), key=lambda u: u.id
+            ),
+            2 * utterances_per_speaker,
+        )
+        unseen_scores = _unseen_speakers(
+            codec, family, seed, unseen, train, train_voice, held, max_utterances, say
+        )
+
     sign = np.sign(wanted)
     conversion = ConversionScores(
         n=len(to_target),
@@ -685,6 +739,94 @@ def evaluate_model(
         decode_x_real_time=seconds / max(decode_wall, 1e-9),
         audio_dir=str(out_dir) if out_dir is not None else None,
         wall_seconds=time.perf_counter() - started,
+        unseen=unseen_scores,
+    )
+
+
+def _unseen_speakers(
+    codec: Codec,
+    family: str,
+    seed: int,
+    unseen: Sequence[Utterance],
+    train: Sequence[Utterance],
+    train_voice: np.ndarray,
+    held: Sequence[Utterance],
+    max_utterances: int,
+    say: Callable[[str], None],
+) -> UnseenSpeakerScores | None:
+    """The unseen-speaker measures of :class:`UnseenSpeakerScores`; None without 2-utterance speakers."""
+    by_speaker: dict[str, list[Utterance]] = {}
+    for utt in unseen:
+        by_speaker.setdefault(utt.speaker, []).append(utt)
+    by_speaker = {s: utts for s, utts in sorted(by_speaker.items()) if len(utts) >= 2}
+    if not by_speaker:
+        return None
+    enrol = [u for utts in by_speaker.values() for u in utts[: len(utts) // 2]]
+    test = [u for utts in by_speaker.values() for u in utts[len(utts) // 2 :]]
+    say(f"unseen speakers {', '.join(by_speaker)}: {len(enrol)} utterances enrol them, {len(test)} test")
+    sr = codec.sample_rate
+    audio = {u.id: load_audio(u.path, sr) for u in (*enrol, *test)}
+    enrol_voice = np.stack([speaker_features(audio[u.id], sr) for u in enrol])
+    test_voice = np.stack([speaker_features(audio[u.id], sr) for u in test])
+    classifier = fit_linear_classifier(
+        np.concatenate([train_voice, enrol_voice]), [u.speaker for u in (*train, *enrol)]
+    )
+    trained = sorted({u.speaker for u in train})
+    ids = torch.tensor([codec.speaker_id(s) for s in trained], device=codec.device)
+    table = F.normalize(codec.model.speaker_vector(ids).float(), dim=1)  # [S, D]
+
+    def heard_vector(wave: np.ndarray) -> torch.Tensor:
+        return codec.model.encode_speaker(
+            torch.from_numpy(np.ascontiguousarray(wave))[None].to(codec.device)
+        )[0]
+
+    vector_heard, table_heard, vector_sim, table_sim = [], [], [], []
+    for i, utt in enumerate(_round_robin(test, max_utterances), 1):
+        wave = audio[utt.id]
+        codes = codec.encode_audio(wave)
+        vector = codec.speaker_vector([wave])
+        values = torch.from_numpy(vector.values).to(codec.device)
+        nearest = trained[int((table @ F.normalize(values, dim=0)).argmax())]
+        say(f"[unseen {i}] {utt.id}: reconstruct with its speaker vector and as {nearest}")
+        by_vector = _decode_vectors(codec, codes, values[None], family, seed)[0, : len(wave)]
+        by_table = _decode(codec, codes, [nearest], family, seed)[0, : len(wave)]
+        heard = classifier.predict(np.stack([speaker_features(x, sr) for x in (by_vector, by_table)]))
+        vector_heard.append(heard[0] == utt.speaker)
+        table_heard.append(heard[1] == utt.speaker)
+        real = heard_vector(wave)
+        vector_sim.append(float(F.cosine_similarity(heard_vector(by_vector), real, dim=0)))
+        table_sim.append(float(F.cosine_similarity(heard_vector(by_table), real, dim=0)))
+
+    # Zero-shot conversion: held-out speech of training speakers toward each unseen voice in turn,
+    # the target's voice given by one of its test recordings (a different one each time).
+    to_target, to_source = [], []
+    targets = list(by_speaker)
+    references = {s: [u for u in test if u.speaker == s] for s in targets}
+    for i, utt in enumerate(_round_robin(held, max_utterances)):
+        target = targets[i % len(targets)]
+        refs = references[target]
+        reference = refs[(i // len(targets)) % len(refs)]
+        say(f"[zero-shot {i + 1}] {utt.id} -> {target} (voice of {reference.id})")
+        wave = load_audio(utt.path, sr)
+        values = torch.from_numpy(codec.speaker_vector([audio[reference.id]]).values).to(codec.device)
+        converted = _decode_vectors(codec, codec.encode_audio(wave), values[None], family, seed)[
+            0, : len(wave)
+        ]
+        who = classifier.predict(speaker_features(converted, sr)[None])[0]
+        to_target.append(who == target)
+        to_source.append(who == utt.speaker)
+    return UnseenSpeakerScores(
+        speakers=targets,
+        n=len(vector_heard),
+        vector_rate=_mean(vector_heard),
+        table_rate=_mean(table_heard),
+        vector_similarity=_nanmean(vector_sim),
+        table_similarity=_nanmean(table_sim),
+        n_conversions=len(to_target),
+        target_rate=_mean(to_target),
+        source_rate=_mean(to_source),
+        classifier_accuracy=classifier.accuracy(test_voice, [u.speaker for u in test]),
+        n_real=len(test),
     )
 
 
@@ -737,6 +879,16 @@ def _decode(codec: Codec, codes: np.ndarray, speakers: Sequence[str], family: st
     batch = torch.from_numpy(codes).to(codec.device).expand(len(speakers), -1)
     generator = torch.Generator(device=codec.device).manual_seed(seed)
     out = codec.model.decode(batch, ids, generator=generator, decoder=family)
+    return out.float().cpu().numpy()
+
+
+def _decode_vectors(
+    codec: Codec, codes: np.ndarray, vectors: torch.Tensor, family: str, seed: int
+) -> np.ndarray:
+    """Codes ``[1, F]`` decoded once per speaker vector ``[N, D]`` -> float32 ``[N, F * hop]``."""
+    batch = torch.from_numpy(codes).to(codec.device).expand(vectors.shape[0], -1)
+    generator = torch.Generator(device=codec.device).manual_seed(seed)
+    out = codec.model.decode(batch, vectors, generator=generator, decoder=family)
     return out.float().cpu().numpy()
 
 

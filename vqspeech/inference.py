@@ -53,6 +53,8 @@ from vqspeech.errors import (
 from vqspeech.model import VQVAE
 from vqspeech.tokens import (
     MAGIC,
+    SPEAKER_VECTOR_KEY,
+    SpeakerVector,
     TokenFile,
     TokenHeader,
     format_txt,
@@ -103,6 +105,8 @@ class ModelInfo:
     speakers: list[dict[str, Any]] = field(default_factory=list)
     fingerprint: str | None = None
     step: int | None = None
+    speaker_encoder: bool = False  # can take a voice from a recording (issue #7)
+    speaker_vector_bits: int = 0  # bits of the quantised speaker vector each token file carries
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,8 +117,9 @@ class TokenInfo:
     """What a token file holds (``vqspeech info x.vqt``): its header, plus sizes and rates.
 
     ``duration`` is the source audio's length in seconds (``num_samples / sample_rate``);
-    ``bitrate`` the packed codes' bits per second of audio; ``file_bitrate`` the whole file's
-    (header and checksum included), both over ``duration`` (0 for an empty file).
+    ``bitrate`` the bits per second of audio that decoding needs: the packed codes plus the
+    quantised speaker vector (``speaker_vector_bits``, 0 without one); ``file_bitrate`` the whole
+    file's (header and checksum included), both over ``duration`` (0 for an empty file).
     """
 
     source: str
@@ -124,6 +129,7 @@ class TokenInfo:
     file_bitrate: float  # bits/s of the whole file
     header: TokenHeader
     kind: str = "tokens"
+    speaker_vector_bits: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +140,7 @@ class TokenInfo:
             "duration": self.duration,
             "bitrate": self.bitrate,
             "file_bitrate": self.file_bitrate,
+            "speaker_vector_bits": self.speaker_vector_bits,
         }
 
 
@@ -182,7 +189,7 @@ def describe_tokens(path: str | os.PathLike[str]) -> TokenInfo:
     h = tokens.header
     size = Path(path).stat().st_size
     duration = h.num_samples / h.sample_rate
-    code_bits = h.bits * h.n_codebooks * h.n_frames
+    code_bits = h.bits * h.n_codebooks * h.n_frames + h.side_bits
     return TokenInfo(
         source=str(path),
         file_size=size,
@@ -190,6 +197,7 @@ def describe_tokens(path: str | os.PathLike[str]) -> TokenInfo:
         bitrate=code_bits / duration if duration else 0.0,
         file_bitrate=8 * size / duration if duration else 0.0,
         header=h,
+        speaker_vector_bits=h.side_bits,
     )
 
 
@@ -234,6 +242,8 @@ def _info(
         speakers=speakers,
         fingerprint=fingerprint,
         step=step,
+        speaker_encoder=m.speaker_encoder.enabled,
+        speaker_vector_bits=m.speaker_dim * m.speaker_encoder.vector_bits if m.speaker_encoder.enabled else 0,
     )
 
 
@@ -327,8 +337,50 @@ class Codec:
         codes = self.model.encode(samples[None], chunk_frames=chunk_frames)
         return codes.cpu().numpy().astype(np.int64, copy=False)
 
-    def tokens(self, codes: np.ndarray, num_samples: int, speaker: str | None) -> TokenFile:
-        """Codes ``[1, F]`` from :meth:`encode_audio` plus their header (rates, sizes, fingerprint)."""
+    @property
+    def has_speaker_encoder(self) -> bool:
+        """True when the model can take a voice from a recording (``--reference``, issue #7)."""
+        return self.model.has_speaker_encoder
+
+    def speaker_vector(self, recordings: Sequence[np.ndarray]) -> SpeakerVector:
+        """Mono float recordings ``[T_i]`` of one voice -> its quantised speaker vector.
+
+        Each recording's vector comes from the speaker encoder; several are averaged, then the
+        mean goes on the ``vector_bits`` grid, exactly as a token file stores it, so converting
+        with a reference and decoding a token file with the same reference sound the same.
+        ConfigError for a model without a speaker encoder.
+        """
+        if not self.has_speaker_encoder:
+            raise ConfigError(
+                "this model has no speaker encoder, so it cannot take a voice from a recording; "
+                "use --speaker NAME, or a model trained with --set model.speaker_encoder.enabled=true"
+            )
+        if not recordings:
+            raise ConfigError("no reference recordings given")
+        vectors = [
+            self.model.encode_speaker(
+                torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(self.device)[None]
+            )
+            for a in recordings
+        ]
+        mean = torch.cat(vectors).mean(dim=0).float().cpu().numpy()
+        return SpeakerVector.quantize(mean, self.model.config.speaker_encoder.vector_bits)
+
+    def reference_vector(self, paths: Sequence[str | os.PathLike[str]]) -> SpeakerVector:
+        """:meth:`speaker_vector` of audio files ``paths`` (any format soundfile reads)."""
+        if not self.has_speaker_encoder:
+            self.speaker_vector([])  # the message about the model, before any file is read
+        return self.speaker_vector([load_audio(p, self.sample_rate) for p in paths])
+
+    def tokens(
+        self,
+        codes: np.ndarray,
+        num_samples: int,
+        speaker: str | None,
+        speaker_vector: SpeakerVector | None = None,
+    ) -> TokenFile:
+        """Codes ``[1, F]`` from :meth:`encode_audio` plus their header (rates, sizes, fingerprint,
+        and the source's quantised speaker vector when given)."""
         header = TokenHeader(
             sample_rate=self.sample_rate,
             hop_length=self.hop_length,
@@ -338,6 +390,7 @@ class Codec:
             num_samples=num_samples,
             speaker=speaker,
             model_fingerprint=self.fingerprint,
+            extra={SPEAKER_VECTOR_KEY: speaker_vector.to_json()} if speaker_vector is not None else {},
         )
         return TokenFile(header, codes)
 
@@ -375,13 +428,16 @@ def encode_file(
     """Encode an audio file (any format/rate/channels soundfile reads) to tokens.
 
     ``speaker`` is the source speaker written to the header (default: :meth:`Codec.infer_speaker`,
-    possibly None). AudioError for a missing, empty, zero-sample, non-audio or NaN/inf file; pure
+    possibly None). A model with a speaker encoder also writes the source's quantised speaker
+    vector (``speaker_vector``), so decoding gives back this voice even if the model never heard
+    it in training. AudioError for a missing, empty, zero-sample, non-audio or NaN/inf file; pure
     silence is fine.
     """
     audio = load_audio(path, codec.sample_rate)
     codes = codec.encode_audio(audio, chunk_frames)
+    vector = codec.speaker_vector([audio]) if codec.has_speaker_encoder else None
     return codec.tokens(
-        codes, int(audio.shape[0]), speaker if speaker is not None else codec.infer_speaker(path)
+        codes, int(audio.shape[0]), speaker if speaker is not None else codec.infer_speaker(path), vector
     )
 
 
@@ -445,16 +501,43 @@ def check_tokens(codec: Codec, tokens: TokenFile, *, force: bool = False, name: 
         )
 
 
-def decode_speaker(
-    codec: Codec, tokens: TokenFile, speaker: str | None = None, *, name: str = "tokens"
-) -> str:
-    """The speaker to decode with: ``speaker`` if given (it must be known), else the header's.
+#: Whom to decode as: a named speaker of the model's table, or a (quantised) speaker vector.
+Voice = str | SpeakerVector
 
-    CheckpointError when the header names no speaker or one the model does not know.
+
+def _check_voice_choice(speaker: str | None, reference: object) -> None:
+    if speaker is not None and reference:
+        raise ConfigError("give a target speaker or a reference recording, not both")
+
+
+def decode_speaker(
+    codec: Codec,
+    tokens: TokenFile,
+    speaker: str | None = None,
+    *,
+    reference: SpeakerVector | None = None,
+    name: str = "tokens",
+) -> Voice:
+    """The voice to decode with, first that applies:
+
+    1. ``speaker`` (a name the model must know) or ``reference`` (a vector from
+       :meth:`Codec.reference_vector`); not both;
+    2. the header's ``speaker_vector`` (the source's voice, seen in training or not), when the
+       model has a speaker encoder;
+    3. the header's ``speaker`` (token files without a vector, e.g. from older models).
+
+    CheckpointError when none applies: no vector, and the header names no speaker or one the
+    model does not know.
     """
+    _check_voice_choice(speaker, reference)
     if speaker is not None:
         codec.speaker_id(speaker)
         return speaker
+    if reference is not None:
+        return reference
+    vector = tokens.header.speaker_vector
+    if vector is not None and codec.has_speaker_encoder:
+        return vector
     source = tokens.header.speaker
     known = ", ".join(codec.speaker_names)
     if source is None:
@@ -472,7 +555,7 @@ def decode_speaker(
 def decode_tokens(
     codec: Codec,
     tokens: TokenFile,
-    speaker: str,
+    speaker: Voice,
     *,
     seed: int = 0,
     temperature: float = 1.0,
@@ -480,6 +563,9 @@ def decode_tokens(
     chunk_frames: int = DECODE_CHUNK_FRAMES,
 ) -> Iterator[np.ndarray]:
     """Generate audio for ``tokens`` in ``speaker``'s voice: float32 chunks ``[n]`` at the model rate.
+
+    ``speaker`` is a name from the model's table or a :class:`~vqspeech.tokens.SpeakerVector`
+    (its dequantised values are the decoders' global conditioning).
 
     The chunks, concatenated, are exactly ``num_samples`` long and equal one-shot decoding: the
     sampling noise comes from a generator seeded with ``seed`` (same tokens, speaker, seed and
@@ -489,7 +575,7 @@ def decode_tokens(
     Memory follows ``chunk_frames``, not the file's length.
     """
     family = codec.check_decoder(decoder)
-    sid = torch.tensor([codec.speaker_id(speaker)], device=codec.device)
+    sid = voice_tensor(codec, speaker)
     codes = torch.from_numpy(tokens.codes).to(codec.device)
     generator = torch.Generator(device=codec.device).manual_seed(seed)
     remaining = tokens.header.num_samples
@@ -498,6 +584,19 @@ def decode_tokens(
         remaining -= piece.shape[0]
         if piece.shape[0]:
             yield piece
+
+
+def voice_tensor(codec: Codec, voice: Voice) -> torch.Tensor:
+    """What the model's decoders take for ``voice``: speaker id ``[1]`` (int64) or vector ``[1, D]``."""
+    if isinstance(voice, str):
+        return torch.tensor([codec.speaker_id(voice)], device=codec.device)
+    dim = codec.model.config.speaker_dim
+    if len(voice.codes) != dim:
+        raise ModelMismatchError(
+            f"the speaker vector has {len(voice.codes)} values but this model's speakers have {dim}; "
+            "use the model that made it"
+        )
+    return torch.from_numpy(voice.values).to(codec.device)[None]
 
 
 ProgressFn = Callable[[float, float], None]
@@ -557,6 +656,7 @@ def decode_file(
     target: str | os.PathLike[str] | BinaryIO,
     *,
     speaker: str | None = None,
+    reference: SpeakerVector | None = None,
     seed: int = 0,
     temperature: float = 1.0,
     sample_rate: int | None = None,
@@ -568,7 +668,9 @@ def decode_file(
 ) -> float:
     """Decode token file ``source`` to audio ``target`` (path or binary stream); returns seconds.
 
-    ``speaker`` swaps the voice (default: the source speaker in the header); ``sample_rate``
+    ``speaker`` (a named speaker) or ``reference`` (a voice from :meth:`Codec.reference_vector`)
+    swaps the voice (default: the header's speaker vector, else its named speaker; see
+    :func:`decode_speaker`); ``sample_rate``
     resamples the output (default: the model's rate); ``decoder`` picks the decoder family;
     ``force`` decodes tokens of another model. See :func:`check_tokens`, :func:`decode_speaker`,
     :func:`decode_tokens`.
@@ -578,7 +680,7 @@ def decode_file(
         _refuse_existing(Path(target), overwrite)
     tokens = load_tokens(source)
     check_tokens(codec, tokens, force=force, name=name)
-    voice = decode_speaker(codec, tokens, speaker, name=name)
+    voice = decode_speaker(codec, tokens, speaker, reference=reference, name=name)
     chunks = decode_tokens(
         codec, tokens, voice, seed=seed, temperature=temperature, decoder=decoder, chunk_frames=chunk_frames
     )
@@ -594,7 +696,8 @@ def convert_file(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str] | BinaryIO,
     *,
-    speaker: str,
+    speaker: str | None = None,
+    reference: SpeakerVector | None = None,
     seed: int = 0,
     temperature: float = 1.0,
     sample_rate: int | None = None,
@@ -604,23 +707,37 @@ def convert_file(
     chunk_frames: int = DECODE_CHUNK_FRAMES,
     on_progress: ProgressFn | None = None,
 ) -> float:
-    """Voice conversion: encode audio file ``source``, decode it as ``speaker`` to ``target``.
+    """Voice conversion: encode audio file ``source``, decode it as ``speaker`` (a named speaker)
+    or as the voice of ``reference`` (from :meth:`Codec.reference_vector`) to ``target``.
 
-    Equals :func:`encode_file` then :func:`decode_file` with the same ``speaker`` and ``seed``.
-    Returns the audio's duration in seconds.
+    Exactly one of the two (ConfigError otherwise). Equals :func:`encode_file` then
+    :func:`decode_file` with the same ``speaker`` / ``reference`` and ``seed``. Returns the
+    audio's duration in seconds.
     """
-    codec.speaker_id(speaker)
+    voice = _target_voice(codec, speaker, reference)
     if isinstance(target, (str, os.PathLike)):
         _refuse_existing(Path(target), overwrite)
     tokens = encode_file(codec, source, chunk_frames=encode_chunk_frames)
     chunks = decode_tokens(
-        codec, tokens, speaker, seed=seed, temperature=temperature, decoder=decoder, chunk_frames=chunk_frames
+        codec, tokens, voice, seed=seed, temperature=temperature, decoder=decoder, chunk_frames=chunk_frames
     )
     n = tokens.header.num_samples
     _write_audio(
         chunks, target, codec.sample_rate, sample_rate, n, overwrite=overwrite, on_progress=on_progress
     )
     return n / codec.sample_rate
+
+
+def _target_voice(codec: Codec, speaker: str | None, reference: SpeakerVector | None) -> Voice:
+    """The one target voice of a conversion: a known ``speaker`` or a ``reference`` vector."""
+    _check_voice_choice(speaker, reference)
+    if speaker is not None:
+        codec.speaker_id(speaker)
+        return speaker
+    if reference is None:
+        raise ConfigError("voice conversion needs a target: a speaker name or a reference recording")
+    voice_tensor(codec, reference)  # the right size for this model
+    return reference
 
 
 # --------------------------------------------------------------------------------------------
@@ -914,6 +1031,7 @@ def decode_files(
     tasks: Sequence[Task],
     *,
     speaker: str | None = None,
+    reference: Sequence[str | os.PathLike[str]] = (),
     seed: int = 0,
     temperature: float = 1.0,
     sample_rate: int | None = None,
@@ -929,12 +1047,16 @@ def decode_files(
     """:func:`decode_file` on every task (token file -> audio); one :class:`Outcome` per task.
 
     An unknown ``speaker`` raises (CheckpointError listing the known ones) before any input runs.
+    ``reference``: audio files of the voice to decode in (averaged, see
+    :meth:`Codec.reference_vector`), read once before any input; not with ``speaker``.
     Each file is decoded with its own generator seeded with ``seed``, so a file's audio does not
     depend on the other inputs or on ``workers``.
     """
+    _check_voice_choice(speaker, reference)
     if speaker is not None:
         codec.speaker_id(speaker)
     codec.check_decoder(decoder)
+    vector = codec.reference_vector(reference) if reference else None
     _check_stream_tasks(tasks, stream, "decode_files")
 
     def work(task: Task) -> tuple[float, Any]:
@@ -943,6 +1065,7 @@ def decode_files(
             task.source,
             _destination(task, stream),
             speaker=speaker,
+            reference=vector,
             seed=seed,
             temperature=temperature,
             sample_rate=sample_rate,
@@ -961,7 +1084,8 @@ def convert_files(
     codec: Codec,
     tasks: Sequence[Task],
     *,
-    speaker: str,
+    speaker: str | None = None,
+    reference: Sequence[str | os.PathLike[str]] = (),
     seed: int = 0,
     temperature: float = 1.0,
     sample_rate: int | None = None,
@@ -973,12 +1097,15 @@ def convert_files(
     on_outcome: OutcomeFn | None = None,
     on_progress: TaskProgressFn | None = None,
 ) -> list[Outcome]:
-    """:func:`convert_file` on every task (audio -> ``speaker``'s voice); one :class:`Outcome` each.
+    """:func:`convert_file` on every task (audio -> ``speaker``'s voice, or the voice of the
+    ``reference`` recordings, read and averaged once); one :class:`Outcome` each.
 
     Gives the same audio as :func:`encode_files` then :func:`decode_files` with the same
-    ``speaker`` and ``seed``.
+    ``speaker`` or ``reference`` and ``seed``.
     """
-    codec.speaker_id(speaker)
+    _check_voice_choice(speaker, reference)
+    vector = codec.reference_vector(reference) if reference else None
+    _target_voice(codec, speaker, vector)
     codec.check_decoder(decoder)
     _check_stream_tasks(tasks, stream, "convert_files")
 
@@ -988,6 +1115,7 @@ def convert_files(
             task.source,
             _destination(task, stream),
             speaker=speaker,
+            reference=vector,
             seed=seed,
             temperature=temperature,
             sample_rate=sample_rate,

@@ -61,6 +61,8 @@ __all__ = [
     "MAX_CODEBOOKS",
     "MAX_CODEBOOK_SIZE",
     "MAX_HEADER_BYTES",
+    "SPEAKER_VECTOR_KEY",
+    "SpeakerVector",
     "TokenFile",
     "TokenHeader",
     "bits_per_code",
@@ -161,6 +163,22 @@ class TokenHeader:
         object.__setattr__(self, "extra", _json_copy(self.extra))
 
     @property
+    def speaker_vector(self) -> SpeakerVector | None:
+        """The optional ``speaker_vector`` field (issue #7) parsed, or None where there is none.
+
+        Parsed when asked for, not when the header is read, so a reader that does not use it is
+        never stopped by it; a malformed one raises TokenFormatError here.
+        """
+        value = self.extra.get(SPEAKER_VECTOR_KEY)
+        return None if value is None else SpeakerVector.from_json(value)
+
+    @property
+    def side_bits(self) -> int:
+        """Bits of side information besides the codes that decoding uses: the speaker vector's."""
+        vector = self.speaker_vector
+        return vector.n_bits if vector is not None else 0
+
+    @property
     def bits(self) -> int:
         """Bits per code in the packed payload: ``ceil(log2 codebook_size)``."""
         return bits_per_code(self.codebook_size)
@@ -226,6 +244,76 @@ def _json_copy(value: dict[str, Any]) -> dict[str, Any]:
             "(use lists instead of tuples and string keys)"
         )
     return copy  # type: ignore[no-any-return]
+
+
+#: Header key of the optional quantised speaker vector (see :class:`SpeakerVector`).
+SPEAKER_VECTOR_KEY = "speaker_vector"
+_MAX_VECTOR_BITS = 16
+_MAX_VECTOR_DIM = 4096
+
+
+@dataclass(frozen=True)
+class SpeakerVector:
+    """A speaker vector in [-1, 1]^D on a uniform grid of ``bits`` bits per dimension (issue #7).
+
+    ``codes[i]`` in ``[0, 2**bits - 1]`` stands for ``values[i] = 2 * codes[i] / (2**bits - 1) - 1``
+    (both ends of [-1, 1] are grid points; the step is ``2 / (2**bits - 1)``). In a token
+    header it is the JSON object ``{"bits": 8, "codes": [...]}`` under ``speaker_vector``;
+    ``bits * D`` bits count toward the file's bitrate (256 for the demo model: 32 x 8).
+    """
+
+    bits: int
+    codes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if type(self.bits) is not int or not 1 <= self.bits <= _MAX_VECTOR_BITS:
+            raise TokenFormatError(
+                f"speaker_vector: bits must be an integer in [1, {_MAX_VECTOR_BITS}], got {self.bits!r}"
+            )
+        codes = tuple(self.codes)
+        if not 1 <= len(codes) <= _MAX_VECTOR_DIM:
+            raise TokenFormatError(f"speaker_vector: needs 1 to {_MAX_VECTOR_DIM} codes, got {len(codes)}")
+        top = (1 << self.bits) - 1
+        for code in codes:
+            if type(code) is not int or not 0 <= code <= top:
+                raise TokenFormatError(f"speaker_vector: code {code!r} is not an integer in [0, {top}]")
+        object.__setattr__(self, "codes", codes)
+
+    @classmethod
+    def quantize(cls, vector: Any, bits: int = 8) -> SpeakerVector:
+        """Float values ``[D]`` (clipped to [-1, 1]) -> the nearest grid point of each."""
+        values = np.clip(np.asarray(vector, np.float64).reshape(-1), -1.0, 1.0)
+        if not np.isfinite(values).all():
+            raise TokenFormatError("speaker_vector: values must be finite")
+        top = (1 << bits) - 1
+        return cls(bits, tuple(int(c) for c in np.rint((values + 1.0) * (top / 2.0))))
+
+    @property
+    def values(self) -> NDArray[np.float32]:
+        """The vector, float32 ``[D]`` in [-1, 1]."""
+        return (np.asarray(self.codes, np.float64) * (2.0 / ((1 << self.bits) - 1)) - 1.0).astype(np.float32)
+
+    @property
+    def n_bits(self) -> int:
+        """Bits the vector is worth: ``bits * D``."""
+        return self.bits * len(self.codes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bits": self.bits, "codes": list(self.codes)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> SpeakerVector:
+        """Parse the header's ``{"bits": B, "codes": [...]}``; TokenFormatError if malformed."""
+        if (
+            not isinstance(value, dict)
+            or set(value) != {"bits", "codes"}
+            or not isinstance(value["codes"], list)
+        ):
+            raise TokenFormatError(
+                'token header: speaker_vector must be {"bits": B, "codes": [...]}; the file is corrupt '
+                "or from an incompatible writer"
+            )
+        return cls(value["bits"], tuple(value["codes"]))
 
 
 @dataclass(frozen=True, eq=False)

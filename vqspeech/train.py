@@ -57,6 +57,7 @@ class StepMetrics:
     grad_norm: float
     steps_per_second: float
     samples_per_second: float  # audio samples (not examples) consumed per second, all ranks
+    speaker_loss: float | None = None  # speaker encoder vs table, mean square (issue #7); None without one
 
 
 @dataclass(frozen=True)
@@ -354,12 +355,15 @@ def train(
     model.train()
     with stop.installed():
         tick, ticked_at = time.perf_counter(), step
-        for audio, speaker in batches.iterate(step, total_steps):
+        for batch in batches.iterate(step, total_steps):
+            audio, speaker = batch[0], batch[1]
+            # reference crops for the speaker encoder (issue #7), when the model has one
+            reference = batch[2].to(dev, non_blocking=True) if len(batch) > 2 else None
             lr = lr_at(step, cfg, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                out = net(audio.to(dev, non_blocking=True), speaker.to(dev, non_blocking=True))
+                out = net(audio.to(dev, non_blocking=True), speaker.to(dev, non_blocking=True), reference)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -382,6 +386,7 @@ def train(
                     grad_norm=grad_norm.item(),
                     steps_per_second=rate,
                     samples_per_second=rate * audio.numel() * ddp.world_size,
+                    speaker_loss=out.speaker_loss.item() if out.speaker_loss is not None else None,
                 )
                 if not math.isfinite(last.loss):
                     checkpoint()
@@ -393,7 +398,7 @@ def train(
                     {
                         f"train/{k}": float(v)
                         for k, v in dataclasses.asdict(last).items()
-                        if k not in ("step", "total_steps")
+                        if k not in ("step", "total_steps") and v is not None
                     },
                 )
                 callback.on_step(last)

@@ -4,7 +4,10 @@
 rank ``r`` draws ``train.batch_size`` random crops (see :class:`~vqspeech.data.dataset.RandomCrops`)
 with ``numpy.random.default_rng([train.seed, s, r])``, so a resumed run sees exactly the
 batches an uninterrupted one would have, whatever ``data.num_workers`` is. Each rank draws
-its own ``batch_size`` crops: the global batch is ``batch_size x world_size``.
+its own ``batch_size`` crops: the global batch is ``batch_size x world_size``. With a speaker
+encoder (issue #7) each crop also gets a reference crop from another utterance of its speaker,
+drawn with a second generator, ``default_rng([train.seed, s, r, 1])``, so the main crops are the
+same with or without the encoder.
 
 :func:`validation_batches` cuts the held-out utterances into fixed-length segments once.
 The split uses seed 0 whatever ``train.seed`` is, so runs with different seeds are
@@ -29,6 +32,8 @@ from vqspeech.errors import DataError
 SPLIT_SEED = 0
 
 Batch = tuple[Tensor, Tensor]
+#: A training batch: ``(audio, speaker_id)``, plus ``reference [B, T_ref]`` with a speaker encoder.
+TrainBatch = tuple[Tensor, ...]
 
 
 def split_for(corpus: Corpus, recipe: Recipe) -> Split:
@@ -36,29 +41,39 @@ def split_for(corpus: Corpus, recipe: Recipe) -> Split:
     return corpus.split(recipe.data.valid_utterances_per_speaker, recipe.data.valid_speakers, seed=SPLIT_SEED)
 
 
-class _StepDataset(Dataset[Batch]):
+class _StepDataset(Dataset[TrainBatch]):
     """Item ``s`` is the whole batch of step ``s`` (for a DataLoader with ``batch_size=None``)."""
 
-    def __init__(self, crops: RandomCrops, batch_size: int, seed: int, rank: int) -> None:
+    def __init__(
+        self, crops: RandomCrops, batch_size: int, seed: int, rank: int, reference_length: int
+    ) -> None:
         self.crops = crops
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
+        self.reference_length = reference_length  # 0: no reference crops
 
     def __len__(self) -> int:  # steps are addressed directly; the length is nominal
         return 2**62
 
-    def __getitem__(self, step: int) -> Batch:
+    def __getitem__(self, step: int) -> TrainBatch:
         rng = np.random.default_rng([self.seed, step, self.rank])
         audio = np.empty((self.batch_size, self.crops.segment_length), dtype=np.float32)
         speakers = np.empty(self.batch_size, dtype=np.int64)
+        indices = np.empty(self.batch_size, dtype=np.int64)
         for i in range(self.batch_size):
-            audio[i], speakers[i] = self.crops.sample(rng)
-        return torch.from_numpy(audio), torch.from_numpy(speakers)
+            indices[i], audio[i], speakers[i] = self.crops.sample_indexed(rng)
+        if not self.reference_length:
+            return torch.from_numpy(audio), torch.from_numpy(speakers)
+        other = np.random.default_rng([self.seed, step, self.rank, 1])
+        reference = np.stack([self.crops.reference(int(i), self.reference_length, other) for i in indices])
+        return torch.from_numpy(audio), torch.from_numpy(speakers), torch.from_numpy(reference)
 
 
 class StepBatches:
-    """The training batches of a run: ``(audio float32 [B, T], speaker_id int64 [B])`` per step.
+    """The training batches of a run: ``(audio float32 [B, T], speaker_id int64 [B])`` per step,
+    plus ``reference float32 [B, T_ref]`` when the model has a speaker encoder
+    (``T_ref = model.speaker_encoder.reference_seconds * sample_rate``).
 
     ``B = recipe.train.batch_size``; ``T = segment_length(data.segment_seconds, sample_rate,
     hop_length)``. ``batch(step)`` gives one step's batch; ``iterate(start, total)`` yields
@@ -81,13 +96,17 @@ class StepBatches:
         self.batch_size = recipe.train.batch_size
         self.num_workers = recipe.data.num_workers
         crops = RandomCrops(self.split.train, corpus.speakers, self.segment_length, seed=recipe.train.seed)
-        self._steps = _StepDataset(crops, self.batch_size, recipe.train.seed, rank)
+        encoder = recipe.model.speaker_encoder
+        self.reference_length = (
+            round(encoder.reference_seconds * recipe.model.sample_rate) if encoder.enabled else 0
+        )
+        self._steps = _StepDataset(crops, self.batch_size, recipe.train.seed, rank, self.reference_length)
 
-    def batch(self, step: int) -> Batch:
+    def batch(self, step: int) -> TrainBatch:
         """The batch of ``step`` (the same every time it is asked for)."""
         return self._steps[step]
 
-    def iterate(self, start: int, total: int) -> Iterator[Batch]:
+    def iterate(self, start: int, total: int) -> Iterator[TrainBatch]:
         """Batches of steps ``start, start + 1, ..., total - 1``."""
         if self.num_workers <= 0:
             for step in range(start, total):

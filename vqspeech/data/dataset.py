@@ -111,14 +111,38 @@ class RandomCrops(IterableDataset[Example]):
         self.speaker_ids = np.array([speakers.id(u.speaker) for u in utterances], dtype=np.int64)
         lengths = np.array([max(1, u.num_samples) for u in utterances], dtype=np.float64)
         self._cumulative = np.cumsum(lengths)
+        self._by_speaker: dict[int, np.ndarray] = {
+            int(s): np.flatnonzero(self.speaker_ids == s) for s in np.unique(self.speaker_ids)
+        }
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """One crop drawn with ``rng``: ``(audio float32 [segment_length], speaker_id)``."""
+        _, audio, speaker = self.sample_indexed(rng)
+        return audio, speaker
+
+    def sample_indexed(self, rng: np.random.Generator) -> tuple[int, np.ndarray, int]:
+        """:meth:`sample`, plus the index of the utterance the crop came from (first)."""
         index = int(np.searchsorted(self._cumulative, rng.random() * self._cumulative[-1], side="right"))
         index = min(index, len(self.speaker_ids) - 1)
+        return index, self.crop(index, self.segment_length, rng), int(self.speaker_ids[index])
+
+    def crop(self, index: int, length: int, rng: np.random.Generator) -> np.ndarray:
+        """A random ``length``-sample crop of utterance ``index`` (zero-padded if it is shorter)."""
         n = self.store.utterances[index].num_samples
-        start = int(rng.integers(0, n - self.segment_length + 1)) if n > self.segment_length else 0
-        return self.store.read(index, start, self.segment_length), int(self.speaker_ids[index])
+        start = int(rng.integers(0, n - length + 1)) if n > length else 0
+        return self.store.read(index, start, length)
+
+    def reference(self, index: int, length: int, rng: np.random.Generator) -> np.ndarray:
+        """A ``length``-sample crop of *another* utterance of utterance ``index``'s speaker.
+
+        The speaker encoder learns from these (issue #7): what a crop shares with another
+        utterance of the same speaker is the voice, not the words. A speaker with a single
+        utterance gets a crop of that one.
+        """
+        same = self._by_speaker[int(self.speaker_ids[index])]
+        others = same[same != index]
+        pick = int(others[rng.integers(0, len(others))]) if len(others) else index
+        return self.crop(pick, length, rng)
 
     def __iter__(self) -> Iterator[Example]:
         info = get_worker_info()

@@ -1,0 +1,225 @@
+"""Speaker encoder (issue 7): voices from recordings, in token files, on the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from helpers import make_checkpoint, tiny_recipe, tone, write_tone
+from typer.testing import CliRunner
+
+from vqspeech.checkpoint import model_fingerprint
+from vqspeech.config import load_recipe, recipe_from_dict, to_dict
+from vqspeech.data.batches import StepBatches
+from vqspeech.errors import ConfigError, TokenFormatError
+from vqspeech.inference import Codec, decode_tokens, describe_tokens, encode_file
+from vqspeech.model import VQVAE
+from vqspeech.tokens import SPEAKER_VECTOR_KEY, SpeakerVector, TokenFile, TokenHeader, dumps, loads
+from vqspeech_cli.main import app
+
+#: A speaker encoder small enough for tests.
+SPEAKER_ENCODER = [
+    "model.speaker_encoder.enabled=true",
+    "model.speaker_encoder.channels=8",
+    "model.speaker_encoder.layers=1",
+    "model.speaker_encoder.reference_seconds=0.128",
+]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("se") / "se.pt", extra=SPEAKER_ENCODER)
+
+
+@pytest.fixture(scope="module")
+def codec(ckpt: Path) -> Codec:
+    return Codec.load(ckpt, "cpu")
+
+
+def _decoded(codec: Codec, tokens: TokenFile, voice: str | SpeakerVector) -> np.ndarray:
+    return np.concatenate(list(decode_tokens(codec, tokens, voice, seed=0)))
+
+
+# --------------------------------------------------------------------------------------------
+# Config and model
+
+
+def test_off_by_default_and_older_checkpoints_load_with_unchanged_fingerprints() -> None:
+    recipe = load_recipe("paper")
+    assert not recipe.model.speaker_encoder.enabled and not VQVAE(recipe.model).has_speaker_encoder
+    saved = to_dict(recipe)
+    # a checkpoint written before these options existed
+    del saved["model"]["speaker_encoder"]
+    del saved["model"]["spectrogram"]["frame_stride"], saved["model"]["spectrogram"]["envelope"]
+    assert recipe_from_dict(saved) == recipe
+    torch.manual_seed(0)
+    state = VQVAE(recipe.model).state_dict()
+    digest = hashlib.sha256(json.dumps(saved["model"], sort_keys=True).encode())
+    for name in sorted(state):
+        tensor = state[name].contiguous()
+        digest.update(name.encode() + str(tensor.dtype).encode() + tensor.view(torch.uint8).numpy().tobytes())
+    assert model_fingerprint(recipe, state) == digest.hexdigest()[:16]
+    with pytest.raises(ConfigError, match="vector_bits"):
+        load_recipe("demo", ["model.speaker_encoder.vector_bits=0"])
+
+
+def test_speaker_vector_is_bounded_deterministic_and_leaves_the_codes_alone() -> None:
+    torch.manual_seed(0)
+    model = VQVAE(tiny_recipe(3, *SPEAKER_ENCODER).model).eval()
+    audio = torch.from_numpy(np.stack([tone(0.256, f0=f0, seed=i) for i, f0 in enumerate((120, 240))]))
+    a, b = model.encode_speaker(audio), model.encode_speaker(audio)
+    assert a.shape == (2, 8) and torch.equal(a, b) and a.abs().max() <= 1.0
+    assert model.encode_speaker(audio[:, :10]).isfinite().all()  # shorter than one STFT window
+    # a louder recording of the same voice gives (nearly) the same vector
+    assert torch.allclose(model.encode_speaker(audio * 0.3), a, atol=1e-4)
+    # chunked pooling of a long recording stays deterministic
+    long = audio[:1].repeat(1, 4)
+    assert torch.equal(model.speaker_encoder(long, chunk_samples=1024), model.speaker_encoder(long, 1024))
+    speaker = torch.tensor([0, 1])
+    first = model(audio, speaker, reference=audio)
+    swapped = model(audio, speaker, reference=audio.flip(0))
+    assert torch.equal(first.codes, swapped.codes)  # the reference changes the voice only
+    assert first.spectrogram is None and not torch.equal(first.logits, swapped.logits)
+    assert first.speaker_loss is not None and torch.isfinite(first.loss)
+    assert model(audio, speaker).speaker_loss is None  # no reference: the table's voice
+
+
+def test_training_batches_carry_a_reference_from_another_utterance(demo_corpus) -> None:
+    plain = StepBatches(demo_corpus, tiny_recipe(3, "data.segment_seconds=0.064"))
+    batches = StepBatches(demo_corpus, tiny_recipe(3, "data.segment_seconds=0.064", *SPEAKER_ENCODER))
+    audio, speakers, reference = batches.batch(3)
+    assert reference.shape == (audio.shape[0], 2048)
+    assert torch.equal(audio, plain.batch(3)[0]) and torch.equal(speakers, plain.batch(3)[1])
+    again = batches.batch(3)
+    assert torch.equal(reference, again[2])  # a pure function of the step
+    crops = batches._steps.crops
+    rng = np.random.default_rng(0)
+    for index in range(len(crops.speaker_ids)):
+        ref = crops.reference(index, 2048, rng)
+        whole = crops.store.read(index)
+        starts = np.flatnonzero(whole[: max(1, len(whole) - 2047)] == ref[0])
+        own = any(np.array_equal(ref, whole[s : s + 2048]) for s in starts)
+        assert not own  # never a crop of the utterance being reconstructed
+
+
+# --------------------------------------------------------------------------------------------
+# Token files
+
+
+def test_header_vector_round_trips_bit_exactly_and_counts_in_the_bitrate(tmp_path: Path) -> None:
+    vector = SpeakerVector.quantize(np.linspace(-1.2, 1.0, 32), bits=8)
+    assert vector.codes[0] == 0 and vector.codes[-1] == 255 and vector.n_bits == 256
+    assert np.array_equal(SpeakerVector.quantize(vector.values, 8).codes, vector.codes)  # on the grid
+    header = TokenHeader(
+        sample_rate=16000,
+        hop_length=64,
+        codebook_size=512,
+        n_codebooks=1,
+        n_frames=250,
+        num_samples=16000,
+        speaker=None,
+        model_fingerprint="f",
+        extra={SPEAKER_VECTOR_KEY: vector.to_json()},
+    )
+    tokens = TokenFile(header, np.zeros((1, 250), np.int64))
+    data = dumps(tokens)
+    back = loads(data)
+    assert back.header.speaker_vector == vector and dumps(back) == data
+    assert np.array_equal(back.header.speaker_vector.values, vector.values)
+    path = tmp_path / "x.vqt"
+    path.write_bytes(data)
+    info = describe_tokens(path)
+    assert info.speaker_vector_bits == 256 and info.bitrate == 250 * 9 + 256
+    for bad in ({"bits": 8, "codes": [256]}, {"bits": 0, "codes": [0]}, [1, 2], {"bits": 8, "codes": []}):
+        odd = dataclasses.replace(header, extra={SPEAKER_VECTOR_KEY: bad})
+        with pytest.raises(TokenFormatError, match="speaker_vector"):
+            _ = odd.speaker_vector
+
+
+# --------------------------------------------------------------------------------------------
+# Inference and the command line
+
+
+def test_encode_stores_the_voice_and_decode_gives_it_back(tmp_path: Path, codec: Codec) -> None:
+    source = write_tone(tmp_path / "new_voice.wav", 0.3, f0=130)
+    tokens = encode_file(codec, source)
+    vector = tokens.header.speaker_vector
+    assert tokens.header.speaker is None and vector is not None and len(vector.codes) == 8
+    assert encode_file(codec, source).header == tokens.header  # deterministic
+    out = tmp_path / "back.wav"
+    vqt = tmp_path / "new_voice.vqt"
+    vqt.write_bytes(dumps(tokens))
+    result = CliRunner().invoke(app, ["decode", str(vqt), "-m", str(codec.checkpoint.path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    audio, _ = sf.read(out, dtype="float32")
+    assert np.allclose(audio, _decoded(codec, tokens, vector), atol=1 / 32768 + 1e-6)
+
+
+def test_swapping_the_reference_changes_the_voice_not_the_codes(tmp_path: Path, codec: Codec) -> None:
+    source = write_tone(tmp_path / "s01_001.wav", 0.3, f0=180)
+    low = write_tone(tmp_path / "low.wav", 0.4, f0=90, seed=1)
+    high = write_tone(tmp_path / "high.wav", 0.4, f0=330, seed=2)
+    a, b = codec.reference_vector([low]), codec.reference_vector([high])
+    assert a != b and codec.reference_vector([low]) == a
+    both = codec.reference_vector([low, high])  # several references: the mean of their vectors
+    mean = (codec.model.encode_speaker(torch.from_numpy(tone(0.4, f0=90, seed=1))[None]) +
+            codec.model.encode_speaker(torch.from_numpy(tone(0.4, f0=330, seed=2))[None])) / 2  # fmt: skip
+    assert both == SpeakerVector.quantize(mean[0].numpy(), 8)
+    tokens = encode_file(codec, source)
+    assert not np.allclose(_decoded(codec, tokens, a), _decoded(codec, tokens, b))
+    runner = CliRunner()
+    model = ["-m", str(codec.checkpoint.path)]
+    outs = {}
+    for ref in (low, high):
+        outs[ref] = tmp_path / f"conv_{ref.stem}.wav"
+        result = runner.invoke(app, ["convert", str(source), *model, "-r", str(ref), "-o", str(outs[ref])])
+        assert result.exit_code == 0, result.output
+    assert not np.array_equal(sf.read(outs[low])[0], sf.read(outs[high])[0])
+    # convert --reference equals encode, then decode --reference; the default output name says so
+    assert runner.invoke(app, ["encode", str(source), *model, "-o", str(tmp_path / "t.vqt")]).exit_code == 0
+    result = runner.invoke(app, ["decode", str(tmp_path / "t.vqt"), *model, "--reference", str(low)])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(sf.read(tmp_path / "t.ref-low.wav")[0], sf.read(outs[low])[0])
+
+
+def test_a_token_file_without_a_vector_still_decodes_by_name(tmp_path: Path, codec: Codec) -> None:
+    tokens = encode_file(codec, write_tone(tmp_path / "s02_001.wav", 0.3, f0=150))
+    assert tokens.header.speaker == "s02"
+    older = TokenFile(dataclasses.replace(tokens.header, extra={}), tokens.codes)  # an older writer's
+    path = tmp_path / "old.vqt"
+    path.write_bytes(dumps(older))
+    model = ["-m", str(codec.checkpoint.path)]
+    runner = CliRunner()
+    for args, voice in ((["--speaker", "s03"], "s03"), ([], "s02")):
+        out = tmp_path / f"old_{voice}.wav"
+        result = runner.invoke(app, ["decode", str(path), *model, *args, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        expected = _decoded(codec, older, voice)
+        assert np.allclose(sf.read(out, dtype="float32")[0], expected, atol=1 / 32768 + 1e-6)
+
+
+def test_voice_options_usage_and_errors(tmp_path: Path, codec: Codec) -> None:
+    source = write_tone(tmp_path / "a.wav", 0.2)
+    model = ["-m", str(codec.checkpoint.path)]
+    runner = CliRunner()
+    both = runner.invoke(app, ["convert", str(source), *model, "-s", "s01", "-r", str(source)])
+    assert both.exit_code == 2 and "not both" in both.output
+    neither = runner.invoke(app, ["convert", str(source), *model])
+    assert neither.exit_code == 2 and "--reference" in neither.output
+    plain = make_checkpoint(tmp_path / "plain.pt")
+    result = runner.invoke(app, ["convert", str(source), "-m", str(plain), "-r", str(source)])
+    assert result.exit_code == 1 and "no speaker encoder" in result.output
+    missing = runner.invoke(app, ["convert", str(source), *model, "-r", str(tmp_path / "nope.wav")])
+    assert missing.exit_code == 1 and "nope.wav" in missing.output
+    info = runner.invoke(app, ["info", str(codec.checkpoint.path), "--json"])
+    assert info.exit_code == 0 and json.loads(info.output)["speaker_vector_bits"] == 64
+    vqt = tmp_path / "a.vqt"
+    vqt.write_bytes(dumps(encode_file(codec, source)))
+    table = runner.invoke(app, ["info", str(vqt)])
+    assert table.exit_code == 0 and "64 bits" in table.output and "speaker vector" in table.output

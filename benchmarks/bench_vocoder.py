@@ -63,7 +63,7 @@ def time_decode(model: VQVAE, batch: int, frames: int, repeats: int) -> tuple[fl
         z_q = model.quantizer.lookup(codes)
         log_mag = decoder(z_q, voice)
         net = best_seconds(lambda: decoder(z_q, voice), repeats)
-        voc = best_seconds(lambda: decoder.vocode(log_mag), repeats)
+        voc = best_seconds(lambda: decoder.vocode(log_mag, frames), repeats)
         full = best_seconds(lambda: model.decode(codes, speaker), repeats)
     return net, voc, full
 

@@ -44,15 +44,19 @@ def _speech_like(seconds: float, seed: int = 0) -> torch.Tensor:
     return (0.15 * voiced * envelope + 0.003 * torch.randn(t.shape, generator=g)).float()
 
 
-@pytest.mark.parametrize("frames", [1, 5, 37])
-def test_decoder_output_follows_the_token_count_exactly(frames: int) -> None:
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("frames", [1, 5, 37, 38])
+def test_decoder_output_follows_the_token_count_exactly(frames: int, stride: int) -> None:
     torch.manual_seed(0)
-    model = VQVAE(load_recipe("demo", [*TINY, "model.decoders=[spectrogram]"]).model).eval()
+    overrides = [*TINY, "model.decoders=[spectrogram]", f"model.spectrogram.frame_stride={stride}"]
+    model = VQVAE(load_recipe("demo", overrides).model).eval()
     codes = torch.randint(0, 16, (2, frames))
     log_mag = model.spectrogram_decoder(
         model.quantizer.lookup(codes), model.speaker_vector(torch.tensor([0, 1]))
     )
-    assert log_mag.shape == (2, 512 // 2 + 1, frames)
+    assert log_mag.shape == (2, 512 // 2 + 1, -(-frames // stride))
+    # one target frame per predicted frame: the loss compares like with like
+    assert model.spectrogram_decoder.target(torch.zeros(2, frames * 64)).shape == log_mag.shape
     audio = model.decode(codes, torch.tensor([0, 1]))
     assert audio.shape == (2, frames * 64)
     assert torch.isfinite(audio).all() and float(audio.abs().max()) <= 1.0
@@ -123,10 +127,13 @@ def test_speaker_changes_the_predicted_spectrum() -> None:
     assert not torch.allclose(log_mag[0], log_mag[1])
 
 
-@pytest.mark.parametrize("chunk_frames", [40, 100])
-def test_chunked_spectrogram_decoding_is_bounded_and_close_to_one_shot(chunk_frames: int) -> None:
+@pytest.mark.parametrize(("chunk_frames", "stride"), [(40, 1), (100, 1), (41, 2), (100, 2)])
+def test_chunked_spectrogram_decoding_is_bounded_and_close_to_one_shot(
+    chunk_frames: int, stride: int
+) -> None:
     torch.manual_seed(0)
-    model = VQVAE(load_recipe("demo", [*TINY, "model.decoders=[spectrogram]"]).model).eval()
+    overrides = [*TINY, "model.decoders=[spectrogram]", f"model.spectrogram.frame_stride={stride}"]
+    model = VQVAE(load_recipe("demo", overrides).model).eval()
     codes = model.encode(_speech_like(1.5)[None])
     whole = model.decode(codes, torch.tensor([0]), generator=torch.Generator().manual_seed(0))
     pieces = list(
@@ -136,7 +143,7 @@ def test_chunked_spectrogram_decoding_is_bounded_and_close_to_one_shot(chunk_fra
     )
     chunked = torch.cat(pieces, dim=1)
     assert chunked.shape == whole.shape
-    assert max(p.shape[1] for p in pieces) <= (chunk_frames + 64) * 64  # a chunk plus the overlap at most
+    assert max(p.shape[1] for p in pieces) <= (chunk_frames + stride + 64) * 64  # a chunk + overlap at most
     # Griffin-Lim phases differ per chunk, but the magnitudes (what the decoder predicts) agree
     a, b = stft_magnitude(whole, 512, 64), stft_magnitude(chunked, 512, 64)
     assert float(torch.linalg.norm(a - b) / torch.linalg.norm(a)) < 0.5
@@ -179,3 +186,22 @@ def test_compiled_phase_update_matches_torch() -> None:
     expected = _torch_phase_update(rebuilt, previous, magnitude, 0.5)
     torch.testing.assert_close(compiled(rebuilt, previous, magnitude, 0.5), expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(expected[0, 0, :5], torch.zeros(5, dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_decoder_context_is_the_documented_number(stride: int) -> None:
+    """Output frame j (centred on latent j * stride) depends on latents within context_frames, no more."""
+    torch.manual_seed(0)
+    config = SpectrogramConfig(channels=8, dilations=(1, 2), frame_stride=stride)
+    decoder = SpectrogramDecoder(config, 4, 4, 64, 16000).double().eval()
+    ctx = decoder.context_frames
+    z = torch.randn(1, 4, 6 * ctx + 3 * stride, dtype=torch.float64)
+    speaker = torch.randn(1, 4, dtype=torch.float64)
+    j = (3 * ctx) // stride
+    centre = j * stride
+    base = decoder(z, speaker)[0, :, j]
+    for offset, reaches in [(ctx, True), (-ctx, True), (ctx + 1, False), (-ctx - 1, False)]:
+        bumped = z.clone()
+        bumped[0, :, centre + offset] += 1.0
+        changed = not torch.allclose(decoder(bumped, speaker)[0, :, j], base, rtol=0, atol=1e-12)
+        assert changed == reaches, (offset, reaches)

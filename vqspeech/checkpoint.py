@@ -71,12 +71,34 @@ class Checkpoint:
         return model_fingerprint(self.recipe, self.model_state)
 
 
+#: Config fields added after the first checkpoints were written, with the value that means
+#: "as before": left out of the fingerprint at that value, so older checkpoints (and the token
+#: files they made) keep their fingerprints. Add every new model field here.
+_ADDED_FIELDS: dict[tuple[str, ...], Any] = {
+    ("speaker_encoder",): None,  # None: dropped whenever the encoder is off
+    ("spectrogram", "frame_stride"): 1,
+    ("spectrogram", "envelope"): 0.0,
+}
+
+
 def model_fingerprint(recipe: Recipe, model_state: dict[str, Tensor]) -> str:
     """SHA-256 over the model config (canonical JSON) and every weight's bytes, first 16 hex.
 
-    Token files record it so that decoding with a different model is refused.
+    Token files record it so that decoding with a different model is refused. Fields added
+    since (:data:`_ADDED_FIELDS`) at their "as before" value are left out, so checkpoints
+    trained before them keep their fingerprints (and their token files keep decoding).
     """
-    digest = hashlib.sha256(json.dumps(to_dict(recipe.model), sort_keys=True).encode())
+    config = to_dict(recipe.model)
+    for path, neutral in _ADDED_FIELDS.items():
+        *parents, name = path
+        node = config
+        for key in parents:
+            node = node[key]
+        value = node.get(name)
+        off = not value.get("enabled") if neutral is None and isinstance(value, dict) else value == neutral
+        if name in node and off:
+            del node[name]
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(model_state):
         tensor = model_state[name].detach().cpu().contiguous()
         digest.update(name.encode())

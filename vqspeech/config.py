@@ -127,13 +127,17 @@ class WaveNetConfig:
 class SpectrogramConfig:
     """Spectrogram decoder (project issue #5): codes + speaker -> log STFT magnitudes -> Griffin-Lim.
 
-    One STFT frame per latent frame (STFT hop = ``hop_length``), ``n_fft``-point Hann
-    window; non-causal dilated residual blocks (``kernel_size``, ``dilations`` in frames)
-    modulated by the speaker vector. Griffin-Lim runs at ``griffin_lim_hop`` samples (a
-    multiple of the latent hop: every other predicted frame by default, half the work) for
-    ``griffin_lim_iters`` iterations. Measured from true magnitudes on the demo corpus
-    (n_fft 512): hop 64 / 16 iterations STOI 0.988; hop 128 / 16: 0.989 at 1.6x the speed;
-    hop 128 / 8: 0.976 at 3x.
+    One STFT frame every ``frame_stride`` latent frames (STFT hop = ``frame_stride *
+    hop_length``), ``n_fft``-point Hann window; a strided input conv, then non-causal dilated
+    residual blocks (``kernel_size``, ``dilations`` in output frames) modulated by the
+    speaker vector. Griffin-Lim runs at ``griffin_lim_hop`` samples (a multiple of the
+    frame hop) for ``griffin_lim_iters`` iterations. Measured from true magnitudes on the
+    demo corpus (n_fft 512): hop 64 / 16 iterations STOI 0.988; hop 128 / 16: 0.989 at 1.6x
+    the speed; hop 128 / 8: 0.976 at 3x. Griffin-Lim only ever used every other frame at
+    hop 64, hence ``frame_stride=2`` in the demo: half the decoder's work for the same audio.
+
+    Loss: L1 on log magnitudes + L1 on log-mel, plus ``envelope`` x L1 on the spectral
+    envelope (low-quefrency cepstrum; 0 = off).
     """
 
     channels: int = 256
@@ -143,14 +147,58 @@ class SpectrogramConfig:
     n_mels: int = 80
     griffin_lim_iters: int = 16
     griffin_lim_hop: int = 128
+    frame_stride: int = 1
+    envelope: float = 0.0
+
+    @property
+    def input_kernel(self) -> int:
+        """Width in latent frames of the strided input conv: centred on every ``frame_stride``-th."""
+        return self.kernel_size + 2 * (self.frame_stride - 1)
+
+    def context_frames(self) -> int:
+        """Latent frames either side of its centre that one output frame depends on."""
+        blocks = sum(d * (self.kernel_size - 1) // 2 for d in self.dilations)
+        return (self.input_kernel - 1) // 2 + self.frame_stride * blocks
 
     def receptive_field(self, hop_length: int) -> int:
         """Samples one output frame depends on: the conv stack's frames, plus one STFT window."""
-        frames = 1 + (self.kernel_size - 1) * (1 + sum(self.dilations))
-        return (frames - 1) * hop_length + self.n_fft
+        return 2 * self.context_frames() * hop_length + self.n_fft
 
 
 DECODER_FAMILIES = ("wavenet", "spectrogram")
+
+
+@dataclass(frozen=True)
+class SpeakerEncoderConfig:
+    """Speaker encoder (project issue #7): an utterance -> a bounded ``speaker_dim`` voice vector.
+
+    Off by default (``enabled``), so older checkpoints and recipes are unchanged. When on, the
+    decoders' global conditioning comes from this vector or from the speaker table, and every
+    speaker vector, table rows included, is squashed by ``tanh`` into [-1, 1], so a vector
+    quantises to a fixed grid of ``vector_bits`` bits per dimension for token files.
+
+    Network: ``n_mels``-band log-mel (``n_fft``-point, ``hop_length_ms`` hop) -> ``layers``
+    1-d convs of ``channels`` (width ``kernel_size``) -> mean + standard deviation over the
+    speech frames -> linear -> tanh. Training feeds it a ``reference_seconds`` crop of *another*
+    utterance of the same speaker, so it can only carry what the two share: the voice, not the
+    words. Each item's decoder gets the table's vector with probability ``table_prob`` (named
+    speakers keep working) and the encoder's otherwise; ``pull_weight`` weighs a mean-square
+    loss that pulls the encoder's vector toward its speaker's table row (the rows themselves
+    learn from the decoders only), so the encoder learns the table's space of voices and places
+    new voices in it.
+    """
+
+    enabled: bool = False
+    channels: int = 128
+    layers: int = 3
+    kernel_size: int = 5
+    n_mels: int = 40
+    n_fft: int = 512
+    hop_length_ms: float = 10.0
+    reference_seconds: float = 2.0
+    table_prob: float = 0.5
+    pull_weight: float = 1.0
+    vector_bits: int = 8
 
 
 @dataclass(frozen=True)
@@ -160,7 +208,9 @@ class ModelConfig:
     ``decoders`` lists the decoder families the model trains and can decode with, the first
     being the default: ``wavenet`` (the paper's, configured by ``decoder``) and/or
     ``spectrogram`` (configured by ``spectrogram``). Both read the same codes and the same
-    ``speaker_dim``-sized speaker vectors, so one token file decodes with either.
+    ``speaker_dim``-sized speaker vectors, so one token file decodes with either. Those come
+    from the speaker table (``n_speakers`` rows) or, with ``speaker_encoder.enabled``, from a
+    speaker encoder that hears a recording of the voice, seen in training or not (issue #7).
     """
 
     sample_rate: int = 16000
@@ -171,6 +221,7 @@ class ModelConfig:
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     decoder: WaveNetConfig = field(default_factory=WaveNetConfig)
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
+    speaker_encoder: SpeakerEncoderConfig = field(default_factory=SpeakerEncoderConfig)
 
     @property
     def hop_length(self) -> int:
@@ -411,15 +462,36 @@ def validate(recipe: Recipe) -> Recipe:
         ),
         (m.speaker_dim >= 1, "model.speaker_dim must be at least 1"),
         (m.spectrogram.kernel_size % 2 == 1, "model.spectrogram.kernel_size must be odd"),
+        (m.spectrogram.frame_stride >= 1, "model.spectrogram.frame_stride must be at least 1"),
         (
-            m.spectrogram.griffin_lim_hop % m.hop_length == 0,
-            "model.spectrogram.griffin_lim_hop must be a multiple of hop_length",
+            m.spectrogram.griffin_lim_hop % (m.hop_length * m.spectrogram.frame_stride) == 0,
+            "model.spectrogram.griffin_lim_hop must be a multiple of hop_length x frame_stride",
+        ),
+        (
+            m.spectrogram.n_fft % m.spectrogram.griffin_lim_hop == 0,
+            "model.spectrogram.n_fft must be a multiple of griffin_lim_hop",
         ),
         (
             m.spectrogram.n_fft >= 2 * m.spectrogram.griffin_lim_hop,
             "model.spectrogram.n_fft must be at least twice griffin_lim_hop (Griffin-Lim needs overlap)",
         ),
         (m.decoder.kernel_size >= 2, "model.decoder.kernel_size must be at least 2"),
+        (
+            m.speaker_encoder.layers >= 1 and m.speaker_encoder.kernel_size % 2 == 1,
+            "model.speaker_encoder needs at least one layer and an odd kernel_size",
+        ),
+        (
+            1 <= m.speaker_encoder.vector_bits <= 16,
+            "model.speaker_encoder.vector_bits must be in [1, 16]",
+        ),
+        (
+            0.0 <= m.speaker_encoder.table_prob <= 1.0,
+            "model.speaker_encoder.table_prob must be in [0, 1]",
+        ),
+        (
+            m.speaker_encoder.reference_seconds * 1000 >= 4 * m.speaker_encoder.hop_length_ms > 0,
+            "model.speaker_encoder.reference_seconds must cover at least 4 hops of hop_length_ms",
+        ),
         (
             m.decoder.gate_channels % 2 == 0,
             "model.decoder.gate_channels must be even (tanh and sigmoid halves)",

@@ -23,6 +23,7 @@ from vqspeech.errors import ConfigError
 from vqspeech.features import mu_law_decode, mu_law_encode
 from vqspeech.nn.encoder import Encoder
 from vqspeech.nn.quantizer import VectorQuantizer
+from vqspeech.nn.speaker import SpeakerEncoder
 from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.nn.wavenet import WaveNet
 
@@ -47,12 +48,15 @@ class VQVAEOutput(NamedTuple):
     spectrogram_loss: Tensor | None  # L1 log-magnitude + L1 log-mel
     logits: Tensor | None  # [B, Q, T] WaveNet logits over mu-law classes
     spectrogram: Tensor | None  # [B, n_fft // 2 + 1, F] predicted log magnitudes
+    speaker_loss: Tensor | None = None  # speaker encoder vs table vector, mean square (issue #7)
 
 
 class VQVAE(nn.Module):
     """Speech VQ-VAE. Audio is float ``[B, T]`` at ``config.sample_rate``; codes are ``[B, F]``
     with ``F = ceil(T / hop_length)``; speakers are int64 ids ``[B]`` into the speaker table
-    (or float speaker vectors ``[B, speaker_dim]``).
+    (or float speaker vectors ``[B, speaker_dim]``). With a speaker encoder
+    (``config.speaker_encoder.enabled``), :meth:`encode_speaker` turns recordings into such
+    vectors, and table rows are squashed into the same [-1, 1] range.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -62,6 +66,11 @@ class VQVAE(nn.Module):
         self.encoder = Encoder(config.encoder, q.dim)
         self.quantizer = VectorQuantizer(q)
         self.speaker_embedding = nn.Embedding(config.n_speakers, config.speaker_dim)
+        self.speaker_encoder: SpeakerEncoder | None = None
+        if config.speaker_encoder.enabled:
+            self.speaker_encoder = SpeakerEncoder(
+                config.speaker_encoder, config.speaker_dim, config.sample_rate
+            )
         self.decoders = nn.ModuleDict()
         if "wavenet" in config.decoders:
             self.decoders["wavenet"] = WaveNet(
@@ -90,11 +99,30 @@ class VQVAE(nn.Module):
             raise ConfigError(f"this model has no {family} decoder (it has: {have})")
         return self.decoders[family]
 
-    def forward(self, audio: Tensor, speaker: Tensor) -> VQVAEOutput:
-        """Teacher-forced training pass. ``audio`` ``[B, T]`` with ``T % hop_length == 0``."""
+    def forward(self, audio: Tensor, speaker: Tensor, reference: Tensor | None = None) -> VQVAEOutput:
+        """Teacher-forced training pass. ``audio`` ``[B, T]`` with ``T % hop_length == 0``.
+
+        ``reference`` ``[B, T_ref]``: other audio of each item's speaker, for the speaker encoder
+        (ignored without one). In training, each item is decoded with the encoder's vector, or
+        with the table's with probability ``table_prob`` (drawn from torch's global generator,
+        which checkpoints save, so resuming stays exact); in eval mode always with the encoder's.
+        """
         z_e = self.encoder(audio)
         vq = self.quantizer(z_e)
         voice = self.speaker_vector(speaker)
+        speaker_loss = None
+        by_id = speaker.dtype in (torch.int32, torch.int64)
+        if self.speaker_encoder is not None and reference is not None and by_id:
+            heard = self.speaker_encoder(reference)
+            # The encoder is pulled toward its speaker's table row, never the row toward the
+            # encoder: pulling both ways lets the two meet at one point that says nothing.
+            speaker_loss = F.mse_loss(heard, voice.detach())
+            if self.training:
+                table_prob = self.config.speaker_encoder.table_prob
+                keep = torch.rand(voice.shape[0], 1, device=voice.device) < table_prob
+                voice = torch.where(keep, voice, heard)
+            else:
+                voice = heard
         wavenet_loss = spectrogram_loss = logits = spectrogram = None
         terms = []
         if "wavenet" in self.decoders:
@@ -107,8 +135,11 @@ class VQVAE(nn.Module):
             spectrogram_loss = self.spectrogram_decoder.loss(spectrogram, audio)
             terms.append(spectrogram_loss)
         reconstruction = torch.stack(terms).sum()
+        loss = reconstruction + vq.codebook_loss + vq.commitment_loss
+        if speaker_loss is not None:
+            loss = loss + self.config.speaker_encoder.pull_weight * speaker_loss
         return VQVAEOutput(
-            loss=reconstruction + vq.codebook_loss + vq.commitment_loss,
+            loss=loss,
             reconstruction_loss=reconstruction,
             codebook_loss=vq.codebook_loss,
             commitment_loss=vq.commitment_loss,
@@ -119,6 +150,7 @@ class VQVAE(nn.Module):
             spectrogram_loss=spectrogram_loss,
             logits=logits,
             spectrogram=spectrogram,
+            speaker_loss=speaker_loss,
         )
 
     def pad(self, audio: Tensor) -> Tensor:
@@ -160,10 +192,31 @@ class VQVAE(nn.Module):
         return -(-self.config.encoder.receptive_field // self.hop_length)
 
     def speaker_vector(self, speaker: Tensor) -> Tensor:
-        """Speaker ids ``[B]`` (int64) -> vectors ``[B, speaker_dim]``; vectors pass through."""
+        """Speaker ids ``[B]`` (int64) -> vectors ``[B, speaker_dim]``; vectors pass through.
+
+        With a speaker encoder, table rows go through ``tanh`` so they live where the encoder's
+        vectors do (in [-1, 1]) and can be compared with them.
+        """
         if speaker.dtype in (torch.int32, torch.int64):
-            return self.speaker_embedding(speaker)
+            rows = self.speaker_embedding(speaker)
+            return torch.tanh(rows) if self.speaker_encoder is not None else rows
         return speaker
+
+    @property
+    def has_speaker_encoder(self) -> bool:
+        return self.speaker_encoder is not None
+
+    @torch.no_grad()
+    def encode_speaker(self, audio: Tensor) -> Tensor:
+        """Recordings ``[B, T]`` -> speaker vectors ``[B, speaker_dim]`` in [-1, 1]. Deterministic.
+
+        ConfigError when the model has no speaker encoder.
+        """
+        if self.speaker_encoder is None:
+            raise ConfigError(
+                "this model has no speaker encoder; train one with --set model.speaker_encoder.enabled=true"
+            )
+        return self.speaker_encoder(audio)
 
     @torch.no_grad()
     def decode(
@@ -225,20 +278,24 @@ class VQVAE(nn.Module):
         self, codes: Tensor, voice: Tensor, generator: torch.Generator | None, step: int
     ) -> Iterator[Tensor]:
         decoder = self.spectrogram_decoder
-        frames, hop = codes.shape[1], self.hop_length
+        frames, hop, stride = codes.shape[1], self.hop_length, decoder.stride
         if step >= frames:
-            yield decoder.vocode(decoder(self.quantizer.lookup(codes), voice), generator)
+            yield decoder.vocode(decoder(self.quantizer.lookup(codes), voice), frames, generator)
             return
+        # chunk edges on multiples of the decoder's stride, so each chunk's frames are the
+        # same frames (same centres, same context) as one-shot decoding computes
+        step = -(-step // stride) * stride
         ctx = decoder.context_frames
-        overlap = min(SPECTROGRAM_OVERLAP, step)
+        overlap = min(SPECTROGRAM_OVERLAP // stride * stride, step)
         fade = torch.linspace(0.0, 1.0, overlap * hop + 2, device=codes.device)[1:-1]
         tail: Tensor | None = None  # the previous chunk's last overlap * hop samples
         for start in range(0, frames, step):
             stop = min(frames, start + step)
-            lo, hi = max(0, start - overlap - ctx), min(frames, stop + ctx)
-            log_mag = decoder(self.quantizer.lookup(codes[:, lo:hi]), voice)
             first = max(0, start - overlap)
-            audio = decoder.vocode(log_mag[..., first - lo : stop - lo], generator)
+            lo, hi = max(0, first - ctx) // stride * stride, min(frames, stop + ctx)
+            log_mag = decoder(self.quantizer.lookup(codes[:, lo:hi]), voice)
+            wanted = log_mag[..., (first - lo) // stride : decoder.output_frames(stop - lo)]
+            audio = decoder.vocode(wanted, stop - first, generator)
             if tail is not None:
                 head = audio[:, : tail.shape[1]]
                 audio = torch.cat([tail * (1 - fade) + head * fade, audio[:, tail.shape[1] :]], dim=1)
@@ -253,6 +310,7 @@ class VQVAE(nn.Module):
             "encoder": self.encoder,
             "quantizer": self.quantizer,
             "speaker_embedding": self.speaker_embedding,
+            **({"speaker_encoder": self.speaker_encoder} if self.speaker_encoder is not None else {}),
             **{f"decoder_{name}": module for name, module in self.decoders.items()},
         }
         counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}

@@ -1,12 +1,13 @@
-"""Spectrogram decoder: codes + speaker -> log-magnitude STFT frames, one per latent frame.
+"""Spectrogram decoder: codes + speaker -> log-magnitude STFT frames, one per ``frame_stride`` latents.
 
 The fast alternative to the WaveNet (project issue #5): a WaveNet needs GPU-days before it
 speaks, while predicting the magnitude spectrogram is a frame-parallel regression that a
 2-core CPU learns in minutes, and :func:`vqspeech.vocoder.griffin_lim` turns it into audio
-without training. The STFT hop equals the latent hop (``hop_length`` samples), so frame
-``f`` of the output is the STFT frame centred on sample ``f * hop_length``.
+without training. The STFT hop is ``frame_stride`` latent hops, so frame ``f`` of the output
+is the STFT frame centred on sample ``f * frame_stride * hop_length`` (latent frame
+``f * frame_stride``); ``F`` latent frames give ``ceil(F / frame_stride)`` output frames.
 
-Architecture: a conv over ``z_q`` to ``channels``, then non-causal dilated residual blocks
+Architecture: a (strided) conv over ``z_q`` to ``channels``, then non-causal dilated residual blocks
 (all codes are known when decoding), each modulated by the speaker vector (FiLM: per-channel
 scale and shift), and a 1x1 to ``n_fft // 2 + 1`` log magnitudes. FiLM rather than an
 additive bias because a voice changes the spectral envelope multiplicatively.
@@ -24,6 +25,17 @@ from vqspeech.vocoder import griffin_lim, stft_magnitude
 
 #: Floor of the magnitudes before the log (about -100 dB): silence stays finite.
 LOG_FLOOR = 1e-5
+
+
+#: Cepstral coefficients (along frequency) that make the spectral envelope: ripples slower than
+#: n_fft / 24 bins, i.e. formants, not harmonics.
+ENVELOPE_COEFFICIENTS = 24
+
+
+def _envelope(log_magnitude: Tensor) -> Tensor:
+    """Low-quefrency cepstrum ``[B, ENVELOPE_COEFFICIENTS, F]`` of log magnitudes ``[B, bins, F]``."""
+    cepstrum = torch.fft.irfft(log_magnitude.float(), dim=1)
+    return cepstrum[:, :ENVELOPE_COEFFICIENTS] * cepstrum.shape[1] ** 0.5
 
 
 class _FiLMBlock(nn.Module):
@@ -44,9 +56,9 @@ class _FiLMBlock(nn.Module):
 
 
 class SpectrogramDecoder(nn.Module):
-    """``z_q [B, D, F]`` + speaker vectors ``[B, speaker_dim]`` -> log magnitudes ``[B, bins, F]``.
+    """``z_q [B, D, F]`` + speaker vectors ``[B, speaker_dim]`` -> log magnitudes ``[B, bins, F']``.
 
-    ``bins = n_fft // 2 + 1``.
+    ``bins = n_fft // 2 + 1``, ``F' = ceil(F / frame_stride)``.
     """
 
     def __init__(
@@ -57,7 +69,10 @@ class SpectrogramDecoder(nn.Module):
         self.hop_length = hop_length
         self.sample_rate = sample_rate
         c = config.channels
-        self.inp = nn.Conv1d(cond_dim, c, config.kernel_size, padding=config.kernel_size // 2)
+        self.stride = config.frame_stride
+        self.frame_hop = hop_length * config.frame_stride
+        k_in = config.input_kernel
+        self.inp = nn.Conv1d(cond_dim, c, k_in, stride=self.stride, padding=(k_in - 1) // 2)
         self.blocks = nn.ModuleList(
             _FiLMBlock(c, config.kernel_size, d, speaker_dim) for d in config.dilations
         )
@@ -66,19 +81,27 @@ class SpectrogramDecoder(nn.Module):
     @property
     def context_frames(self) -> int:
         """Latent frames each side that one output frame depends on (the conv stack's reach)."""
-        k = self.config.kernel_size
-        return (k // 2) + sum(d * (k - 1) // 2 for d in self.config.dilations)
+        return self.config.context_frames()
+
+    def output_frames(self, frames: int) -> int:
+        """Output frames for ``frames`` latent frames: ``ceil(frames / frame_stride)``."""
+        return -(-frames // self.stride)
 
     def forward(self, z_q: Tensor, speaker: Tensor) -> Tensor:
-        """``z_q [B, D, F]``, speaker ``[B, speaker_dim]`` -> log magnitudes ``[B, n_fft // 2 + 1, F]``."""
+        """``z_q [B, D, F]``, speaker ``[B, speaker_dim]`` -> log magnitudes ``[B, bins, ceil(F / s)]``."""
         x = self.inp(z_q)
         for block in self.blocks:
             x = block(x, speaker)
         return self.out(F.gelu(x))
 
     def target(self, audio: Tensor) -> Tensor:
-        """Log magnitudes ``[B, n_fft // 2 + 1, F]`` of audio ``[B, F * hop_length]`` (training target)."""
-        mag = stft_magnitude(audio, self.config.n_fft, self.hop_length)[..., :-1]  # centred: F + 1 frames
+        """Log magnitudes ``[B, bins, ceil(F / stride)]`` of audio ``[B, F * hop_length]`` (training target).
+
+        The centred STFT has ``1 + F // stride`` frames; the last is past the final latent
+        frame's centre when ``stride`` divides ``F``, and is dropped then.
+        """
+        frames = self.output_frames(audio.shape[-1] // self.hop_length)
+        mag = stft_magnitude(audio, self.config.n_fft, self.frame_hop)[..., :frames]
         return torch.log(mag.clamp(min=LOG_FLOOR))
 
     def loss(self, predicted: Tensor, audio: Tensor) -> Tensor:
@@ -86,29 +109,38 @@ class SpectrogramDecoder(nn.Module):
         target = self.target(audio)
         linear = F.l1_loss(predicted, target)
         mel = F.l1_loss(self._log_mel(predicted), self._log_mel(target))
-        return linear + mel
+        total = linear + mel
+        if self.config.envelope:
+            total = total + self.config.envelope * F.l1_loss(_envelope(predicted), _envelope(target))
+        return total
 
     def _log_mel(self, log_magnitude: Tensor) -> Tensor:
         basis = mel_basis(self.sample_rate, self.config.n_fft, self.config.n_mels, 0.0, None)
         mel = basis.to(log_magnitude.device) @ log_magnitude.float().exp()
         return torch.log(mel.clamp(min=LOG_FLOOR))
 
-    def vocode(self, log_magnitude: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Log magnitudes ``[B, bins, F]`` -> float audio ``[B, F * hop_length]`` by Griffin-Lim.
+    def vocode(
+        self, log_magnitude: Tensor, frames: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Log magnitudes ``[B, bins, F']`` of ``frames`` latent frames -> audio ``[B, frames * hop_length]``.
 
-        Griffin-Lim runs at ``griffin_lim_hop``: frame ``j`` of that STFT is centred on sample
-        ``j * griffin_lim_hop``, which is latent frame ``j * stride``, so it takes every
-        ``stride``-th predicted frame.
+        ``frames`` defaults to ``F' * frame_stride``. Griffin-Lim runs at ``griffin_lim_hop``:
+        frame ``j`` of its STFT is centred on sample ``j * griffin_lim_hop``, output frame
+        ``j * step`` here, so it takes every ``step``-th frame (the last predicted one where
+        the centred STFT of the audio reaches past it).
         """
-        frames = log_magnitude.shape[-1]
-        stride = self.config.griffin_lim_hop // self.hop_length
-        mag = log_magnitude.float().exp()
-        mag = torch.cat([mag, mag[..., -1:]], dim=-1)  # the centred STFT of F * hop samples has F + 1 frames
+        frames = log_magnitude.shape[-1] * self.stride if frames is None else frames
+        length = frames * self.hop_length
+        step = self.config.griffin_lim_hop // self.frame_hop
+        needed = 1 + length // self.config.griffin_lim_hop
+        index = (torch.arange(needed, device=log_magnitude.device) * step).clamp(
+            max=log_magnitude.shape[-1] - 1
+        )
         audio = griffin_lim(
-            mag[..., ::stride],
+            log_magnitude.float()[..., index].exp(),
             self.config.n_fft,
             self.config.griffin_lim_hop,
-            frames * self.hop_length,
+            length,
             n_iter=self.config.griffin_lim_iters,
             generator=generator,
         )

@@ -77,7 +77,6 @@ class Checkpoint:
 _ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("speaker_encoder",): None,  # None: dropped whenever the encoder is off
     ("spectrogram", "frame_stride"): 1,
-    ("spectrogram", "envelope"): 0.0,
 }
 
 

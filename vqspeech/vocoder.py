@@ -11,8 +11,9 @@ update (torch's complex elementwise kernels are not vectorised) and a fifth to `
 overlap-add and window-envelope, which it recomputes on every call. Here the frames stay
 ``[B, frames, bins]`` (the FFT's own layout, so nothing is transposed per iteration), the
 envelope is computed once, overlap-add is ``n_fft / hop`` slice additions, and on CPU the
-phase update is one fused numba loop (numba is already a librosa dependency). 2.3x faster
-than the ``torch.istft`` loop it replaced (``benchmarks/bench_vocoder.py``), same result.
+phase update is one fused numba loop (numba is already a librosa dependency). Against the
+``torch.istft`` loop it replaced (``benchmarks/bench_vocoder.py``, 3 s, 12 iterations):
+181x vs 98x real time on one thread, 206x vs 170x on two; same algorithm, same result.
 """
 
 from __future__ import annotations
@@ -93,23 +94,32 @@ def _numba_phase_update() -> Callable[[Tensor, Tensor, Tensor, float], Tensor] |
     except ImportError:
         return None
 
+    # Written on the float32 (re, im) pairs, not on complex numbers: numba's complex64 abs and
+    # division go through float64 library calls, 8x slower than this (75 vs 605 us a call).
     @numba.njit(cache=True, nogil=True, fastmath=True)
     def kernel(
-        rebuilt: np.ndarray, previous: np.ndarray, magnitude: np.ndarray, alpha: float, out: np.ndarray
+        rebuilt: np.ndarray, previous: np.ndarray, magnitude: np.ndarray, alpha: np.floating, out: np.ndarray
     ) -> None:
-        for i in range(rebuilt.size):
-            d = rebuilt[i] - alpha * previous[i]
-            norm = abs(d)
-            out[i] = d * (magnitude[i] / norm) if norm > 0 else 0j
+        for i in range(magnitude.size):
+            re = rebuilt[2 * i] - alpha * previous[2 * i]
+            im = rebuilt[2 * i + 1] - alpha * previous[2 * i + 1]
+            norm2 = re * re + im * im
+            if norm2 > 0:
+                scale = magnitude[i] / np.sqrt(norm2)
+                out[2 * i] = re * scale
+                out[2 * i + 1] = im * scale
+            else:
+                out[2 * i] = 0
+                out[2 * i + 1] = 0
 
     def update(rebuilt: Tensor, previous: Tensor, magnitude: Tensor, alpha: float) -> Tensor:
         out = torch.empty_like(rebuilt)
         kernel(
-            rebuilt.numpy().reshape(-1),
-            previous.numpy().reshape(-1),
+            torch.view_as_real(rebuilt).numpy().reshape(-1),
+            torch.view_as_real(previous).numpy().reshape(-1),
             magnitude.numpy().reshape(-1),
-            alpha,
-            out.numpy().reshape(-1),
+            np.float32(alpha),
+            torch.view_as_real(out).numpy().reshape(-1),
         )
         return out
 

@@ -27,17 +27,6 @@ from vqspeech.vocoder import griffin_lim, stft_magnitude
 LOG_FLOOR = 1e-5
 
 
-#: Cepstral coefficients (along frequency) that make the spectral envelope: ripples slower than
-#: n_fft / 24 bins, i.e. formants, not harmonics.
-ENVELOPE_COEFFICIENTS = 24
-
-
-def _envelope(log_magnitude: Tensor) -> Tensor:
-    """Low-quefrency cepstrum ``[B, ENVELOPE_COEFFICIENTS, F]`` of log magnitudes ``[B, bins, F]``."""
-    cepstrum = torch.fft.irfft(log_magnitude.float(), dim=1)
-    return cepstrum[:, :ENVELOPE_COEFFICIENTS] * cepstrum.shape[1] ** 0.5
-
-
 class _FiLMBlock(nn.Module):
     """``x + W2 gelu(conv_d(gelu(x * (1 + scale(s)) + shift(s))))``, length-preserving."""
 
@@ -109,10 +98,7 @@ class SpectrogramDecoder(nn.Module):
         target = self.target(audio)
         linear = F.l1_loss(predicted, target)
         mel = F.l1_loss(self._log_mel(predicted), self._log_mel(target))
-        total = linear + mel
-        if self.config.envelope:
-            total = total + self.config.envelope * F.l1_loss(_envelope(predicted), _envelope(target))
-        return total
+        return linear + mel
 
     def _log_mel(self, log_magnitude: Tensor) -> Tensor:
         basis = mel_basis(self.sample_rate, self.config.n_fft, self.config.n_mels, 0.0, None)

@@ -24,9 +24,7 @@ stage in place.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +35,8 @@ from vqspeech.checkpoint import load_checkpoint
 from vqspeech.config import load_recipe
 from vqspeech.data.corpus import open_corpus
 from vqspeech.data.synth import synthesize_corpus
-from vqspeech.errors import ConfigError, OutputError
+from vqspeech.errors import ConfigError
+from vqspeech.files import write_text_atomic
 from vqspeech.inference import TOKEN_SUFFIX, Codec, encode_file, write_token_output
 from vqspeech.report import AimResult, check_aims, write_report
 from vqspeech.train import LAST, EvalMetrics, SilentCallback, StepMetrics, TrainCallback, train
@@ -219,7 +218,7 @@ def run_demo(
         )
         start = time.perf_counter()
         evaluation = _evaluate(checkpoint, data, out / AUDIO, max_utterances, conversions, seed, device, cb)
-        _write_text(out / EVAL_JSON, json.dumps(evaluation, indent=2) + "\n")
+        write_text_atomic(out / EVAL_JSON, json.dumps(evaluation, indent=2) + "\n")
         timings["evaluate"] = seconds["evaluate"] = time.perf_counter() - start
 
         cb.on_stage("tokens", f"writing their token files to {out / TOKENS}")
@@ -399,7 +398,7 @@ def _load_state(out: Path) -> dict[str, Any]:
 
 
 def _save_state(out: Path, state: Mapping[str, Any]) -> None:
-    _write_text(out / STATE, json.dumps(state, indent=2) + "\n")
+    write_text_atomic(out / STATE, json.dumps(state, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -408,21 +407,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        tmp = Path(name)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; these are for reading
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); check the folder") from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)

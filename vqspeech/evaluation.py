@@ -42,8 +42,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,8 +55,9 @@ import torch.nn.functional as F
 from vqspeech.audio import load_audio, resample, save_audio
 from vqspeech.data.batches import split_for
 from vqspeech.data.corpus import Utterance, open_corpus
-from vqspeech.errors import ConfigError, DataError, OutputError
+from vqspeech.errors import ConfigError, DataError
 from vqspeech.features import log_mel_spectrogram
+from vqspeech.files import write_text_atomic
 from vqspeech.inference import Codec
 
 _DB = 20.0 / math.log(10.0)  # natural log of magnitude -> dB
@@ -542,25 +541,8 @@ class EvalReport:
 
     def write_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as indented JSON to ``path`` atomically (temp file, then rename)."""
-        target = Path(path)
         text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
-        tmp: Path | None = None
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            tmp = Path(name)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a report is for reading and sharing
-            os.replace(tmp, target)
-        except OSError as exc:
-            raise OutputError(
-                f"{target}: cannot write the report ({exc.strerror or exc}); check that the folder "
-                "exists and has free space"
-            ) from None
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-        return target
+        return write_text_atomic(path, text, "evaluation")
 
 
 def evaluate_model(

@@ -26,8 +26,6 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +36,8 @@ import numpy as np
 import vqspeech
 from vqspeech.audio import audio_info, load_audio, save_audio
 from vqspeech.config import Recipe, to_dict
-from vqspeech.errors import OutputError
 from vqspeech.evaluation import STOI_AIM, TARGET_RATE_AIM
+from vqspeech.files import write_text_atomic
 from vqspeech.plots import code_usage_png, curves_png, spectrograms_png
 
 #: Utterances whose audio and spectrograms are embedded (the rest are only named).
@@ -188,7 +186,7 @@ def write_report(
         _details_section(evaluation, recipe),
         _footer(),
     ]
-    _write_atomic(path, "\n".join(parts))
+    write_text_atomic(path, "\n".join(parts), "report")
     return path
 
 
@@ -550,22 +548,3 @@ def _wav_uri(audio: np.ndarray, sample_rate: int) -> str:
 
 def _png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        tmp = Path(name)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a report is for reading and sharing
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(
-            f"{path}: cannot write the report ({exc.strerror or exc}); check the folder and free space"
-        ) from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)

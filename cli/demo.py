@@ -54,7 +54,7 @@ def demo_command(
     ] = Path("demo-out"),
     steps: Annotated[
         int | None,
-        typer.Option("--steps", min=1, help="Training steps in total (default: the demo recipe's, 800)."),
+        typer.Option("--steps", min=1, help="Training steps in total (default: the demo recipe's, 1000)."),
     ] = None,
     speakers: Annotated[
         int, typer.Option("--speakers", min=3, help="Synthetic speakers in the corpus (s01, s02, ...).")

@@ -107,7 +107,7 @@ def run_demo(
 
     Args:
         out_dir: the demo's folder (created).
-        steps: total training steps (default: the ``demo`` recipe's, 800).
+        steps: total training steps (default: the ``demo`` recipe's, 1000).
         speakers, utterances: corpus size: speakers x utterances per speaker (~3 s each).
         overrides: ``key=value`` recipe overrides on top of ``demo`` (as ``--set``).
         engines: synthesisers for the corpus (default: every one installed).

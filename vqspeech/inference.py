@@ -740,6 +740,23 @@ def _target_voice(codec: Codec, speaker: str | None, reference: SpeakerVector | 
     return reference
 
 
+def _batch_voice(
+    codec: Codec, speaker: str | None, reference: Sequence[str | os.PathLike[str]], *, required: bool
+) -> SpeakerVector | None:
+    """Check a batch's voice once, before any input runs; the reference vector (read once) or None.
+
+    ``required``: conversion needs a target (a known speaker or a reference); decoding may
+    fall back on each token file's own voice.
+    """
+    _check_voice_choice(speaker, reference)
+    vector = codec.reference_vector(reference) if reference else None
+    if required:
+        _target_voice(codec, speaker, vector)
+    elif speaker is not None:
+        codec.speaker_id(speaker)
+    return vector
+
+
 # --------------------------------------------------------------------------------------------
 # Atomic outputs
 
@@ -1052,11 +1069,8 @@ def decode_files(
     Each file is decoded with its own generator seeded with ``seed``, so a file's audio does not
     depend on the other inputs or on ``workers``.
     """
-    _check_voice_choice(speaker, reference)
-    if speaker is not None:
-        codec.speaker_id(speaker)
+    vector = _batch_voice(codec, speaker, reference, required=False)
     codec.check_decoder(decoder)
-    vector = codec.reference_vector(reference) if reference else None
     _check_stream_tasks(tasks, stream, "decode_files")
 
     def work(task: Task) -> tuple[float, Any]:
@@ -1103,9 +1117,7 @@ def convert_files(
     Gives the same audio as :func:`encode_files` then :func:`decode_files` with the same
     ``speaker`` or ``reference`` and ``seed``.
     """
-    _check_voice_choice(speaker, reference)
-    vector = codec.reference_vector(reference) if reference else None
-    _target_voice(codec, speaker, vector)
+    vector = _batch_voice(codec, speaker, reference, required=True)
     codec.check_decoder(decoder)
     _check_stream_tasks(tasks, stream, "convert_files")
 

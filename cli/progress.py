@@ -1,15 +1,24 @@
 """Progress rendering shared by the commands: rich bars on a terminal, plain lines otherwise.
 
 The library reports progress through callbacks (``progress(stage, done, total)``, the
-:class:`vqspeech.train.TrainCallback` protocol); these classes draw them on stderr.
+:class:`vqspeech.loop.TrainCallback` protocol); these classes draw them on stderr.
 """
 
 from __future__ import annotations
 
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from vqspeech.train import EvalMetrics, StepMetrics
+from vqspeech.loop import EvalMetrics, StepMetrics
 from vqspeech_cli.errors import stderr
+
+# Loss terms worth a place on the progress bar, when a task logs them: (name, decimals).
+_SHOWN = (("perplexity", 0), ("bits_per_token", 3), ("bits_per_dim", 3))
+_SHORT = {"perplexity": "ppl", "bits_per_token": "bits/token", "bits_per_dim": "bits/dim"}
+
+
+def _number(value: float) -> str:
+    """Counts as integers, other figures to four significant digits."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
 
 
 class ProgressBar:
@@ -63,17 +72,16 @@ class TrainProgress:
 
     def on_step(self, m: StepMetrics) -> None:
         if self.progress is not None and self.task is not None:
-            stats = f"loss {m.loss:.3f} ppl {m.perplexity:.0f} {m.steps_per_second:.2f} it/s"
+            extra = "".join(f" {_SHORT[k]} {m.terms[k]:.{d}f}" for k, d in _SHOWN if k in m.terms)
+            stats = f"loss {m.loss:.3f}{extra} {m.steps_per_second:.2f} it/s"
             self.progress.update(self.task, completed=m.step, stats=stats)
             if m.step >= m.total_steps:
                 self.progress.stop()
 
     def on_eval(self, m: EvalMetrics) -> None:
         if not self.quiet:
-            stderr.print(
-                f"step {m.step}: valid loss {m.valid_loss:.3f}, perplexity {m.valid_perplexity:.0f}, "
-                f"codes used {m.codes_used}, dead {m.dead_codes}"
-            )
+            shown = ", ".join(f"{k.replace('_', ' ')} {_number(v)}" for k, v in m.values.items())
+            stderr.print(f"step {m.step}: {shown}")
 
     def on_message(self, text: str) -> None:
         if not self.quiet:

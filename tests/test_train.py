@@ -82,7 +82,7 @@ def test_a_few_steps_give_finite_decreasing_loss(tmp_path, demo_corpus_dir, demo
     after = evaluate(result.model, valid, torch.device("cpu"), 40).valid_loss
     assert after < before - 0.2, (before, after)
     assert result.step == 40 and not result.interrupted
-    assert result.last_eval is not None and result.last_eval.codes_used >= 1
+    assert result.last_eval is not None and result.last_eval.values["codes_used"] >= 1
     samples = tmp_path / "run" / "samples" / "step0000040"
     assert {p.name for p in samples.iterdir()} == {"original.wav", "reconstruction.wav", "spectrogram.png"}
     assert (tmp_path / "run" / "tensorboard").is_dir()

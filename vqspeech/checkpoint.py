@@ -5,11 +5,19 @@ lists, str, int, float, bool), so it loads with ``torch.load(weights_only=True)`
 classes, nothing executed on load. Layout::
 
     {"format": "vqspeech-checkpoint", "version": 1, "vqspeech_version": "0.1.0",
-     "recipe": {...to_dict(Recipe)...}, "speakers": [{"name": "p225", ...}, ...],
+     "kind": "vqvae", "recipe": {...to_dict(Recipe)...}, "speakers": [{"name": "p225", ...}, ...],
      "model": {state_dict}, "training": {...} | {}}
 
 ``speakers[i]`` is speaker id ``i``. Files are written to a temp file and renamed, so a
 crash never leaves a half-written checkpoint behind.
+
+The same container holds every kind of run this project trains: ``kind`` says which
+(``"vqvae"``: the speech VQ-VAE, the default for files written before the field existed;
+``"prior"``: a prior over speech codes; ``"image-vqvae"``, ``"image-prior"``,
+``"video-vqvae"``, ``"video-prior"``: the vision recipes). :func:`save_payload` and
+:func:`load_payload` are the kind-agnostic core; :func:`save_checkpoint` and
+:func:`load_checkpoint` are the speech VQ-VAE's wrappers, and a loader handed a file of
+another kind says what the file is instead of failing on a missing key.
 """
 
 from __future__ import annotations
@@ -32,6 +40,18 @@ from vqspeech.model import VQVAE
 
 CHECKPOINT_FORMAT = "vqspeech-checkpoint"
 CHECKPOINT_VERSION = 1
+VQVAE_KIND = "vqvae"
+
+#: What each kind of checkpoint is, for the message when a file of one kind is given where
+#: another is expected.
+KIND_DESCRIPTIONS = {
+    "vqvae": "a speech VQ-VAE (use it as --model)",
+    "prior": "a prior over speech codes (use it as --prior)",
+    "image-vqvae": "an image VQ-VAE",
+    "image-prior": "a PixelCNN prior over image codes",
+    "video-vqvae": "a video-frame VQ-VAE",
+    "video-prior": "an action-conditioned prior over video codes",
+}
 
 
 @dataclass
@@ -106,33 +126,22 @@ def model_fingerprint(recipe: Recipe, model_state: dict[str, Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_checkpoint(
-    path: str | Path,
-    model: VQVAE,
-    recipe: Recipe,
-    speakers: list[dict[str, Any]],
-    training: dict[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint atomically (temp file in the same folder, then rename)."""
+def save_payload(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write any kind of checkpoint atomically (temp file in the same folder, then rename).
+
+    ``payload`` holds only tensors and plain data, including ``"kind"``; the format tag and
+    versions are added here.
+    """
     path = Path(path)
-    if speakers and len(speakers) != recipe.model.n_speakers:
-        raise ConfigError(
-            f"speaker table has {len(speakers)} entries but model.n_speakers is {recipe.model.n_speakers}"
-        )
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "vqspeech_version": __version__,
-        "recipe": to_dict(recipe),
-        "speakers": speakers,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "training": training or {},
-    }
+    if "kind" not in payload:
+        raise ValueError("a checkpoint payload needs a 'kind'")
+    full = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "vqspeech_version": __version__}
+    full.update(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            torch.save(full, handle)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -140,8 +149,14 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint with ``weights_only=True``; any problem is a :class:`CheckpointError`."""
+def load_payload(
+    path: str | Path, kinds: tuple[str, ...], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Read a checkpoint of one of ``kinds`` with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` (one line) when the file is missing, unreadable, not
+    ours, of another format version, or of another kind (the message says what it is).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -157,6 +172,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} has checkpoint version {payload.get('version')}; this vqspeech reads version "
             f"{CHECKPOINT_VERSION} (upgrade vqspeech)"
         )
+    kind = str(payload.get("kind", VQVAE_KIND))
+    if kind not in kinds:
+        what = KIND_DESCRIPTIONS.get(kind, f"of unknown kind {kind!r}")
+        wanted = " or ".join(KIND_DESCRIPTIONS.get(k, k).split(" (")[0] for k in kinds)
+        raise CheckpointError(f"{path} is {what}, not {wanted}")
+    payload["kind"] = kind
+    return payload
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: VQVAE,
+    recipe: Recipe,
+    speakers: list[dict[str, Any]],
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write a speech VQ-VAE checkpoint atomically."""
+    if speakers and len(speakers) != recipe.model.n_speakers:
+        raise ConfigError(
+            f"speaker table has {len(speakers)} entries but model.n_speakers is {recipe.model.n_speakers}"
+        )
+    payload = {
+        "kind": VQVAE_KIND,
+        "recipe": to_dict(recipe),
+        "speakers": speakers,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "training": training or {},
+    }
+    return save_payload(path, payload)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a speech VQ-VAE checkpoint; any problem is a :class:`CheckpointError`."""
+    path = Path(path)
+    payload = load_payload(path, (VQVAE_KIND,), map_location)
     try:
         recipe = recipe_from_dict(payload["recipe"])
     except (ConfigError, KeyError, TypeError) as exc:

@@ -38,8 +38,9 @@ from vqspeech.data.synth import synthesize_corpus
 from vqspeech.errors import ConfigError
 from vqspeech.files import write_text_atomic
 from vqspeech.inference import TOKEN_SUFFIX, Codec, encode_file, write_token_output
+from vqspeech.loop import EvalMetrics, SilentCallback, StepMetrics, TrainCallback
 from vqspeech.report import AimResult, check_aims, write_report
-from vqspeech.train import LAST, EvalMetrics, SilentCallback, StepMetrics, TrainCallback, train
+from vqspeech.train import LAST, train
 
 DATA, RUN, TOKENS, AUDIO = "data", "run", "tokens", "audio"
 EVAL_JSON, REPORT, STATE = "eval.json", "report.html", "demo.json"

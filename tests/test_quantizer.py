@@ -374,3 +374,16 @@ def test_distributed_replicas_stay_bitwise_identical(tmp_path: Path) -> None:
     # Dead codes were restarted from rank 0's batch (the spike), identically on both ranks.
     near_spike = (states[0]["embedding"] - _DDP_SPIKE).abs().max(1).values < 0.1
     assert near_spike.sum() >= 2
+
+
+def test_dead_code_restart_never_seeds_from_non_finite_vectors() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(QuantizerConfig(dim=2, codebook_size=8, dead_code_steps=1))
+    with torch.no_grad():
+        vq.embedding[4:] = 100.0  # never chosen: restarted after the first step
+    z = torch.randn(1, 2, 16)
+    z[0, :, :12] = float("nan")  # most of the batch is garbage (as a bf16 overflow would leave it)
+    vq(z)
+    assert torch.isfinite(vq.codebook).all()
+    finite = z[0, :, 12:].t()
+    assert torch.cdist(vq.codebook[4:], finite).min(1).values.max() < 1e-5  # seeded from the finite rows

@@ -330,7 +330,9 @@ class VectorQuantizer(nn.Module):
 
         The dead set comes from the all-reduced counters, so every rank agrees on it; the new
         vectors are drawn on rank 0 and broadcast. Counters and EMA state of the revived codes
-        restart as if the code had been chosen once at its new position.
+        restart as if the code had been chosen once at its new position. Only finite vectors
+        are candidates: one non-finite encoder output (a bf16 overflow, a corrupt clip) must not
+        become a NaN code that every later distance computation inherits.
         """
         dead = self.steps_since_used >= self.config.dead_code_steps
         n_dead = int(dead.sum())  # one device sync per step, only when restarts are on
@@ -338,7 +340,9 @@ class VectorQuantizer(nn.Module):
             return
         seeds = torch.empty(n_dead, flat.shape[1], device=flat.device)
         if _rank() == 0:
-            seeds = _sample_rows(flat, n_dead)
+            candidates = flat[torch.isfinite(flat).all(dim=1)]
+            # no finite vector at all: keep the dead codes where they are (ranks agree via broadcast)
+            seeds = _sample_rows(candidates, n_dead) if candidates.shape[0] else self.embedding[dead].float()
         seeds = _broadcast(seeds).to(self.embedding.dtype)
         self.embedding[dead] = seeds
         self.steps_since_used[dead] = 0

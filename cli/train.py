@@ -1,4 +1,4 @@
-"""``vqspeech train``: learn a VQ-VAE on VCTK, a speaker folder or a manifest."""
+"""``vqspeech train``: learn a VQ-VAE on VCTK, a speaker folder or a manifest (or an image/video recipe)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,31 @@ from typing import Annotated
 import typer
 
 from vqspeech.config import load_recipe
-from vqspeech.train import train
+from vqspeech.errors import ConfigError
+from vqspeech.loop import FitResult
+from vqspeech.train import TrainResult, train
+from vqspeech.vision import is_vision_recipe, load_vision_recipe
 from vqspeech_cli.errors import boundary, stderr
 from vqspeech_cli.options import Device, Overrides, Quiet
 from vqspeech_cli.progress import TrainProgress
 
 
 def train_command(
-    recipe: Annotated[str, typer.Argument(help="Built-in recipe (demo, paper) or a recipe YAML file.")],
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data", help="VCTK root (0.80 or 0.92), a folder of speaker folders, or a TSV manifest."
+    recipe: Annotated[
+        str,
+        typer.Argument(
+            help="Built-in recipe (speech: demo, paper; vision: digits, cifar10, video) or a YAML file."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, metrics.csv, tensorboard/.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Speech: VCTK root (0.80 or 0.92), a folder of speaker folders, or a TSV manifest. "
+            "cifar10: the cifar-10-batches-py folder. digits and video make their data and need none.",
+        ),
+    ] = None,
     steps: Annotated[
         int | None,
         typer.Option(
@@ -44,23 +54,38 @@ def train_command(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Train a VQ-VAE. Ctrl-C (or SIGTERM) saves a checkpoint and exits with 130; --resume continues it.
+    """Train a VQ-VAE (speech, or the image and video recipes of docs/vision.md).
+
+    Ctrl-C (or SIGTERM) saves a checkpoint and exits with 130; --resume continues it.
 
     Multi-GPU: torchrun --nproc_per_node N -m vqspeech_cli.main train ...
     """
     report = TrainProgress(quiet)
     with boundary():
         try:
-            result = train(
-                load_recipe(recipe, overrides or ()),
-                data,
-                out,
-                steps=steps,
-                resume=resume,
-                device=device,
-                callback=report,
-                cache_dir=cache_dir,
-            )
+            result: TrainResult | FitResult
+            if is_vision_recipe(recipe):
+                from vqspeech.vision.train import train_vision  # torch-heavy: only when asked for
+
+                vision = load_vision_recipe(recipe, overrides or ())
+                result = train_vision(
+                    vision, data, out, steps=steps, resume=resume, device=device, callback=report
+                )
+            else:
+                if data is None:
+                    raise ConfigError(
+                        "speech recipes need --data: a VCTK root, a speaker folder or a manifest"
+                    )
+                result = train(
+                    load_recipe(recipe, overrides or ()),
+                    data,
+                    out,
+                    steps=steps,
+                    resume=resume,
+                    device=device,
+                    callback=report,
+                    cache_dir=cache_dir,
+                )
         finally:
             report.close()
     if not quiet:

@@ -1,0 +1,98 @@
+"""``vqspeech prior train``: learn a prior over a trained model's speech codes (issue #8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vqspeech.errors import ConfigError
+from vqspeech.loop import FitResult
+from vqspeech.prior import prior_recipe, train_prior
+from vqspeech.vision.checkpoints import is_vision_checkpoint
+from vqspeech_cli.errors import boundary, stderr
+from vqspeech_cli.options import Device, Model, Overrides, Quiet
+from vqspeech_cli.progress import TrainProgress
+
+app = typer.Typer(
+    help="A prior over a model's speech codes: train it, then sample speech with vqspeech sample.",
+    no_args_is_help=True,
+)
+
+
+@app.command("train")
+def train_command(
+    model: Model,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, metrics.csv, tensorboard/.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="The corpus to encode and learn from: VCTK, a folder of speaker folders, or a TSV manifest "
+            "(image/video models: only cifar10 needs it, its cifar-10-batches-py folder).",
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps", help="Total steps (not additional: --resume --steps N extends a run to N).", min=0
+        ),
+    ] = None,
+    overrides: Overrides = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Where the corpus's 16 kHz copies go (as for vqspeech train)."),
+    ] = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Train a prior over the codes --model gives the corpus: held-out bits/token (float and integer) at
+    each evaluation. Ctrl-C saves a checkpoint and exits with 130; --resume continues it.
+
+    Settings (--set): model.channels, model.kernel_size, model.dilations, segment_tokens,
+    speaker_dropout, train.steps, train.lr, train.batch_size, ...
+
+    An image or video --model (docs/vision.md) gets its PixelCNN or next-frame prior instead
+    (--set prior.*, prior_train.*): held-out bits/dim or next-frame accuracy at each evaluation.
+    """
+    report = TrainProgress(quiet)
+    with boundary():
+        try:
+            result: FitResult
+            if is_vision_checkpoint(model):
+                from vqspeech.vision.train import train_vision_prior  # only when asked for
+
+                result = train_vision_prior(
+                    model,
+                    data,
+                    out,
+                    steps=steps,
+                    resume=resume,
+                    device=device,
+                    callback=report,
+                    overrides=overrides or (),
+                )
+            else:
+                if data is None:
+                    raise ConfigError("a speech prior needs --data: the corpus whose codes it learns")
+                result = train_prior(
+                    model,
+                    data,
+                    out,
+                    recipe=prior_recipe(overrides or ()),
+                    steps=steps,
+                    resume=resume,
+                    device=device,
+                    callback=report,
+                    cache_dir=cache_dir,
+                )
+        finally:
+            report.close()
+    if not quiet:
+        stderr.print(f"checkpoint: {result.checkpoint} (step {result.step})")
+    if result.interrupted:
+        raise typer.Exit(130)

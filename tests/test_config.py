@@ -96,3 +96,11 @@ def test_config_module_does_not_import_torch() -> None:
     code = "import sys, vqspeech.config, vqspeech.errors; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_overrides_accept_exponent_floats_without_a_dot() -> None:
+    # YAML 1.1 (PyYAML) reads "1e-3" as a string; --set train.lr=1e-3 must still mean 0.001
+    assert load_recipe("demo", ["train.lr=1e-3"]).train.lr == 0.001
+    assert load_recipe("demo", ["train.lr=2E-4"]).train.lr == 0.0002
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_recipe("demo", ["train.lr=fast"])

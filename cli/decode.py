@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from vqspeech.audio import FORMATS
-from vqspeech.inference import TOKEN_SUFFIX, Codec, decode_files
+from vqspeech.inference import TOKEN_SUFFIX, Codec, decode_files, load_coding_prior
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.options import (
@@ -17,6 +17,7 @@ from vqspeech_cli.options import (
     Model,
     Output,
     Overwrite,
+    Prior,
     Quiet,
     Reference,
     SampleRate,
@@ -57,6 +58,7 @@ def decode(
     temperature: Temperature = 1.0,
     decoder: DecoderFamily = None,
     force: Force = False,
+    prior: Prior = None,
     overwrite: Overwrite = False,
     device: Device = "auto",
     jobs: Jobs = 1,
@@ -71,6 +73,8 @@ def decode(
 
     Output is at the model's rate unless --sample-rate. Existing outputs are kept unless --overwrite.
 
+    Files entropy-coded with a prior (encode --prior) need --prior with that prior.
+
     Exit code 0: all inputs decoded; 1: some failed (each named on stderr, the rest still done).
     """
     target = io.voice_label(speaker, reference, required=False)
@@ -81,6 +85,7 @@ def decode(
             found, output, n_args=len(inputs), next_to_input=suffix, in_folder=".wav", file_suffixes=FORMATS
         )
         codec = Codec.load(model, device)
+        coding_prior = load_coding_prior(prior) if prior is not None else None
         with io.Reporter("decode", len(tasks), quiet, problems) as report:
             decode_files(
                 codec,
@@ -97,6 +102,7 @@ def decode(
                 workers=jobs,
                 on_outcome=report.on_outcome,
                 on_progress=report.on_progress,
+                prior=coding_prior,
             )
     report.summary()
     raise typer.Exit(report.exit_code)

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from vqspeech.audio import AUDIO_EXTENSIONS
-from vqspeech.inference import TOKEN_FORMATS, Codec, Task, encode_files
+from vqspeech.inference import TOKEN_FORMATS, Codec, Task, encode_files, load_coding_prior
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
-from vqspeech_cli.options import Device, Jobs, Model, Output, Overwrite, Quiet
+from vqspeech_cli.options import Device, Jobs, Model, Output, Overwrite, Prior, Quiet
 
 
 class TokenFormat(str, Enum):
@@ -76,6 +76,7 @@ def encode(
     output: Output = None,
     fmt: Format = None,
     source_speaker: SourceSpeaker = None,
+    prior: Prior = None,
     overwrite: Overwrite = False,
     device: Device = "auto",
     jobs: Jobs = 1,
@@ -89,6 +90,8 @@ def encode(
 
     Existing outputs are kept unless --overwrite. The model is loaded once for all inputs.
 
+    --prior PRIOR entropy-codes the token files with a trained prior (decode them with --prior too).
+
     Exit code 0: all inputs encoded; 1: some failed (each named on stderr, the rest still done).
     """
     resolved = _format(fmt, output)
@@ -96,6 +99,7 @@ def encode(
         found, problems = io.expand_inputs(inputs, AUDIO_EXTENSIONS)
         tasks, jsonl = _plan(found, output, len(inputs), resolved)
         codec = Codec.load(model, device)
+        coding_prior = load_coding_prior(prior) if prior is not None else None
         with io.Reporter("encode", len(tasks), quiet, problems) as report:
             encode_files(
                 codec,
@@ -107,6 +111,7 @@ def encode(
                 speaker=source_speaker,
                 workers=jobs,
                 on_outcome=report.on_outcome,
+                prior=coding_prior,
             )
     report.summary()
     raise typer.Exit(report.exit_code)

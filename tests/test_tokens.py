@@ -298,8 +298,8 @@ def test_newer_version_and_unknown_coding_say_upgrade() -> None:
         loads(build(header, payload, version=2))
     with pytest.raises(TokenFormatError, match="does not exist"):
         loads(build(header, payload, version=0))
-    future = {**header, "coding": "arithmetic", "prior_fingerprint": "feedface"}
-    with pytest.raises(TokenFormatError, match=r"'arithmetic'.*upgrade"):
+    future = {**header, "coding": "zstd"}
+    with pytest.raises(TokenFormatError, match=r"'zstd'.*upgrade"):
         loads(build(future, b"\x07\x01"))
 
 
@@ -709,3 +709,113 @@ def test_jsonl_errors() -> None:
     clash = make_tokens(512, 3, extra={"codes": 1})
     with pytest.raises(TokenFormatError, match="clash"):
         jsonl_record("a.wav", clash)
+
+
+# --------------------------------------------------------------------------------------------
+# Entropy-coded files (coding "arithmetic"): the container, without the prior
+
+
+def make_coded(payload: bytes = b"\x9a\x01\xff", n_frames: int = 9, **extra: Any) -> tk.CodedTokens:
+    tokens = make_tokens(512, n_frames)
+    fields = {name: getattr(tokens.header, name) for name in tk._FIELD_ORDER}
+    keys = {
+        tk.PRIOR_FINGERPRINT_KEY: "feedfacefeedface",
+        tk.PRIOR_SPEAKER_KEY: -1,
+        tk.CODES_CRC32_KEY: tk.codes_crc32(tokens.codes, 512),
+        **extra,
+    }
+    return tk.CodedTokens(TokenHeader(**{**fields, "coding": "arithmetic"}, extra=keys), payload)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01", bytes(range(200))])
+def test_coded_files_round_trip_as_opaque_payloads(payload: bytes) -> None:
+    coded = make_coded(payload, n_frames=60)
+    data = dumps(coded)
+    assert len(data) == FIXED_OVERHEAD + struct.unpack_from("<I", data, 9)[0] + len(payload)
+    back = tk.loads_container(data)
+    assert back == coded and isinstance(back, tk.CodedTokens)
+    assert (back.prior_fingerprint, back.prior_speaker, back.code_bits) == (
+        "feedfacefeedface",
+        -1,
+        8 * len(payload),
+    )
+    assert back.header.coding == "arithmetic" and dumps(back) == data
+    assert split(data)[1]["coding"] == "arithmetic"  # the flag is in the header on disk
+    # read_tokens promises codes: it refuses, naming the prior the codes need
+    with pytest.raises(TokenFormatError, match=r"entropy-coded with prior feedfacefeedface.*--prior"):
+        loads(data)
+    # a packed file reads the same through either function
+    plain = dumps(make_tokens())
+    assert tk.loads_container(plain) == loads(plain)
+
+
+def test_coded_files_are_checked_like_packed_ones(tmp_path: Path) -> None:
+    data = dumps(make_coded(bytes(40)))
+    with pytest.raises(TokenFormatError, match="checksum mismatch"):
+        tk.loads_container(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])  # a payload bit flipped
+    for cut in (1, 4, 5, 44):  # truncation loses the CRC or shifts it: never a silent success
+        with pytest.raises(TokenFormatError, match=r"truncated|checksum"):
+            tk.loads_container(data[:-cut])
+    _, header, _ = split(data)
+    for key in (tk.PRIOR_FINGERPRINT_KEY, tk.PRIOR_SPEAKER_KEY, tk.CODES_CRC32_KEY):
+        broken = {k: v for k, v in header.items() if k != key}
+        with pytest.raises(TokenFormatError, match=f"needs \\['{key}'\\]"):
+            tk.loads_container(build(broken, b"\x01"))
+    for key, bad in ((tk.PRIOR_SPEAKER_KEY, -2), (tk.PRIOR_SPEAKER_KEY, "0"), (tk.CODES_CRC32_KEY, 2**32)):
+        with pytest.raises(TokenFormatError, match=key):
+            tk.loads_container(build({**header, key: bad}, b"\x01"))
+    with pytest.raises(TokenFormatError, match=tk.PRIOR_FINGERPRINT_KEY):
+        tk.loads_container(build({**header, tk.PRIOR_FINGERPRINT_KEY: 7}, b"\x01"))
+    # the payload is bounded by what the codes could need: 32 bits each + 64 bytes
+    limit = make_coded().header.max_payload_bytes
+    assert limit == 9 * 4 + 64
+    assert tk.loads_container(build(header, bytes(limit))).payload == bytes(limit)  # type: ignore[union-attr]
+    with pytest.raises(TokenFormatError, match="more than 9 frames can take"):
+        tk.loads_container(build(header, bytes(limit + 1)))
+    with pytest.raises(TokenFormatError, match="limit"):
+        make_coded(bytes(limit + 1))
+    save_tokens(tmp_path / "c.vqt", make_coded())
+    assert tk.load_container(tmp_path / "c.vqt") == make_coded()
+    with pytest.raises(TokenFormatError, match="entropy-coded"):
+        load_tokens(tmp_path / "c.vqt")
+
+
+def test_coded_files_on_unseekable_streams() -> None:
+    data = dumps(make_coded(bytes(range(50))))
+    _, header, _ = split(data)
+    limit = make_coded().header.max_payload_bytes
+
+    def pipe(payload: bytes) -> Any:
+        stream = io.BufferedReader(io.BytesIO(payload), buffer_size=16)  # type: ignore[arg-type]
+        stream.seekable = lambda: False  # type: ignore[method-assign]
+        return stream
+
+    assert tk.read_container(pipe(data)) == make_coded(bytes(range(50)))
+    with pytest.raises(TokenFormatError, match="more than 9 frames can take"):
+        tk.read_container(pipe(build(header, bytes(limit + 1)) + bytes(10**6)))
+    with pytest.raises(TokenFormatError, match="truncated"):
+        tk.read_container(pipe(data[: 13 + struct.unpack_from("<I", data, 9)[0] + 2]))
+
+
+def test_codes_crc32_is_the_crc_of_the_packed_payload() -> None:
+    tokens = make_tokens(1000, 77)
+    _, _, payload = split(dumps(tokens))
+    assert tk.codes_crc32(tokens.codes, 1000) == zlib.crc32(payload)
+
+
+@FUZZ
+@given(st.binary(max_size=120), st.data())
+def test_mutated_coded_files_only_raise_token_format_error(payload: bytes, data: st.DataObject) -> None:
+    raw = bytearray(dumps(make_coded(payload)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        tk.loads_container(with_crc(bytes(raw)))
+    except TokenFormatError as exc:
+        assert str(exc)
+
+
+def test_import_does_not_pull_in_the_entropy_coder() -> None:
+    code = "import sys, vqspeech.tokens; print('constriction' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

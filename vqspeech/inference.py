@@ -9,6 +9,11 @@ thin layer of argument parsing and printing. The pieces, from small to large:
 * One file: :func:`encode_file` (audio -> tokens), :func:`write_token_output` (tokens -> a
   ``.vqt`` / ``.npy`` / ``.txt`` file or stream), :func:`decode_tokens` (tokens -> audio chunks
   at bounded memory), :func:`decode_file` and :func:`convert_file` (-> an audio file or stream).
+* Entropy coding (issue 8): :func:`load_coding_prior` loads a trained prior once;
+  ``encode_files(..., prior=...)`` writes token files arithmetic-coded with it
+  (:mod:`vqspeech.entropy`), and ``decode_file`` / ``decode_files(..., prior=...)`` decode them.
+  Plain (packed) token files decode with or without a prior (it is ignored for them), so a
+  batch may mix both kinds.
 * Many files: :func:`encode_files`, :func:`decode_files`, :func:`convert_files` and
   :func:`describe_files` run a list of :class:`Task` s and return one :class:`Outcome` per task.
   A failing input (missing, empty, not audio, NaN, corrupt tokens, another model's tokens,
@@ -42,6 +47,9 @@ import torch
 from vqspeech.audio import FORMATS, load_audio
 from vqspeech.checkpoint import Checkpoint, load_checkpoint
 from vqspeech.config import BUILTIN_RECIPES, Recipe, load_recipe
+from vqspeech.entropy import PmfSource
+from vqspeech.entropy import decode_tokens as entropy_decode
+from vqspeech.entropy import encode_tokens as entropy_encode
 from vqspeech.errors import (
     CheckpointError,
     ConfigError,
@@ -54,12 +62,13 @@ from vqspeech.model import VQVAE
 from vqspeech.tokens import (
     MAGIC,
     SPEAKER_VECTOR_KEY,
+    CodedTokens,
     SpeakerVector,
     TokenFile,
     TokenHeader,
     format_txt,
     jsonl_record,
-    load_tokens,
+    load_container,
     write_npy,
     write_tokens,
 )
@@ -117,19 +126,22 @@ class TokenInfo:
     """What a token file holds (``vqspeech info x.vqt``): its header, plus sizes and rates.
 
     ``duration`` is the source audio's length in seconds (``num_samples / sample_rate``);
-    ``bitrate`` the bits per second of audio that decoding needs: the packed codes plus the
-    quantised speaker vector (``speaker_vector_bits``, 0 without one); ``file_bitrate`` the whole
-    file's (header and checksum included), both over ``duration`` (0 for an empty file).
+    ``bitrate`` the bits per second of audio that decoding needs: the codes as stored (packed,
+    or entropy-coded: the real payload bits) plus the quantised speaker vector
+    (``speaker_vector_bits``, 0 without one); ``file_bitrate`` the whole file's (header and
+    checksum included), both over ``duration`` (0 for an empty file). ``bits_per_code`` is the
+    payload's bits per code (``ceil(log2 K)`` when packed; 0 for a file without codes).
     """
 
     source: str
     file_size: int  # bytes
     duration: float  # seconds
-    bitrate: float  # bits/s of packed codes
+    bitrate: float  # bits/s of the stored codes (+ speaker vector)
     file_bitrate: float  # bits/s of the whole file
     header: TokenHeader
     kind: str = "tokens"
     speaker_vector_bits: int = 0
+    bits_per_code: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +153,7 @@ class TokenInfo:
             "bitrate": self.bitrate,
             "file_bitrate": self.file_bitrate,
             "speaker_vector_bits": self.speaker_vector_bits,
+            "bits_per_code": self.bits_per_code,
         }
 
 
@@ -184,12 +197,17 @@ def describe(target: str | Path) -> ModelInfo:
 
 
 def describe_tokens(path: str | os.PathLike[str]) -> TokenInfo:
-    """Read and fully check a token file; its header, size, duration and bitrates."""
-    tokens = load_tokens(path)
+    """Read and fully check a token file; its header, size, duration and bitrates.
+
+    An entropy-coded file is described without its prior (its payload's real size counts).
+    """
+    tokens = load_container(path)
     h = tokens.header
     size = Path(path).stat().st_size
     duration = h.num_samples / h.sample_rate
-    code_bits = h.bits * h.n_codebooks * h.n_frames + h.side_bits
+    n_codes = h.n_codebooks * h.n_frames
+    payload_bits = tokens.code_bits if isinstance(tokens, CodedTokens) else h.bits * n_codes
+    code_bits = payload_bits + h.side_bits
     return TokenInfo(
         source=str(path),
         file_size=size,
@@ -198,6 +216,7 @@ def describe_tokens(path: str | os.PathLike[str]) -> TokenInfo:
         file_bitrate=8 * size / duration if duration else 0.0,
         header=h,
         speaker_vector_bits=h.side_bits,
+        bits_per_code=payload_bits / n_codes if n_codes else 0.0,
     )
 
 
@@ -415,6 +434,58 @@ def infer_speaker(path: str | os.PathLike[str], known: Collection[str]) -> str |
 
 
 # --------------------------------------------------------------------------------------------
+# Entropy-coding priors
+
+
+@dataclass(frozen=True)
+class CodingPrior:
+    """A trained prior, loaded once, ready for entropy coding (:func:`load_coding_prior`).
+
+    ``source`` is its exact integer model (:class:`~vqspeech.entropy.PmfSource`);
+    ``model_fingerprint`` the VQ-VAE whose codes it models; ``speakers`` its speaker names, in
+    index order. Safe to share between threads (the integer model is read-only).
+    """
+
+    source: PmfSource
+    model_fingerprint: str
+    speakers: tuple[str, ...]
+    path: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return self.source.fingerprint
+
+    def speaker_index(self, name: str | None) -> int:
+        """The prior's index of speaker ``name``; -1 (its "unknown speaker") for None or a name
+        it does not know (coding still works, only a little less well)."""
+        return self.speakers.index(name) if name in self.speakers else -1
+
+    def check_model(self, codec: Codec) -> None:
+        """ModelMismatchError unless this prior models ``codec``'s codes."""
+        if self.model_fingerprint != codec.fingerprint:
+            raise ModelMismatchError(
+                f"prior {self.path} was trained on the codes of model {self.model_fingerprint}, not on "
+                f"this model's ({codec.fingerprint}); use the prior trained with this model"
+            )
+
+
+def load_coding_prior(path: str | os.PathLike[str]) -> CodingPrior:
+    """Load a prior checkpoint (``vqspeech train`` of a prior recipe) for entropy coding;
+    CheckpointError if it is missing, damaged or not a prior."""
+    from vqspeech.prior import load_prior  # vqspeech.prior imports this module: import on use
+
+    ckpt = load_prior(Path(path))
+    return CodingPrior(ckpt.integer(), ckpt.model_fingerprint, tuple(ckpt.speaker_names), str(path))
+
+
+def _decoded(tokens: TokenFile | CodedTokens, prior: CodingPrior | None, name: str) -> TokenFile:
+    """The codes of a token file: as they are when packed, entropy-decoded with ``prior`` else."""
+    if isinstance(tokens, TokenFile):
+        return tokens
+    return entropy_decode(tokens, prior.source if prior is not None else None, name)
+
+
+# --------------------------------------------------------------------------------------------
 # One file
 
 
@@ -448,21 +519,27 @@ def _suffix_error(target: Path, allowed: Collection[str]) -> OutputError:
 
 
 def write_token_output(
-    tokens: TokenFile, target: str | os.PathLike[str] | BinaryIO, fmt: str = "vqt", *, overwrite: bool = False
+    tokens: TokenFile | CodedTokens,
+    target: str | os.PathLike[str] | BinaryIO,
+    fmt: str = "vqt",
+    *,
+    overwrite: bool = False,
 ) -> None:
     """Write tokens as a token file (``vqt``), a ``.npy`` array or text (``txt``).
 
     A path is written atomically (temp file + rename); an existing one is replaced only with
     ``overwrite``. A binary stream gets exactly the bytes the file would hold. (For ``jsonl`` see
-    :func:`encode_files`.)
+    :func:`encode_files`.) Entropy-coded tokens only go to a token file.
     """
     if fmt not in ("vqt", "npy", "txt"):
         raise ConfigError(
             f"unknown token output format {fmt!r}; use vqt, npy or txt (jsonl via encode_files)"
         )
+    if isinstance(tokens, CodedTokens) and fmt != "vqt":
+        raise ConfigError(f"entropy-coded tokens are written as token files (vqt), not {fmt}")
 
     def write(handle: BinaryIO) -> None:
-        if fmt == "vqt":
+        if fmt == "vqt" or isinstance(tokens, CodedTokens):
             write_tokens(handle, tokens)
         elif fmt == "npy":
             write_npy(handle, tokens.codes, tokens.header.codebook_size)
@@ -473,8 +550,11 @@ def write_token_output(
         write(handle)
 
 
-def check_tokens(codec: Codec, tokens: TokenFile, *, force: bool = False, name: str = "tokens") -> None:
-    """Raise unless ``codec`` can decode ``tokens``.
+def check_tokens(
+    codec: Codec, tokens: TokenFile | CodedTokens, *, force: bool = False, name: str = "tokens"
+) -> None:
+    """Raise unless ``codec`` can decode ``tokens`` (only the header is read, so an entropy-coded
+    file is checked before its prior decodes it).
 
     Rates, hop length, codebook size and codebook count must match the model (always); the
     header's ``model_fingerprint`` must equal the model's unless ``force`` (tokens of another
@@ -665,6 +745,7 @@ def decode_file(
     overwrite: bool = False,
     chunk_frames: int = DECODE_CHUNK_FRAMES,
     on_progress: ProgressFn | None = None,
+    prior: CodingPrior | None = None,
 ) -> float:
     """Decode token file ``source`` to audio ``target`` (path or binary stream); returns seconds.
 
@@ -672,14 +753,16 @@ def decode_file(
     swaps the voice (default: the header's speaker vector, else its named speaker; see
     :func:`decode_speaker`); ``sample_rate``
     resamples the output (default: the model's rate); ``decoder`` picks the decoder family;
-    ``force`` decodes tokens of another model. See :func:`check_tokens`, :func:`decode_speaker`,
-    :func:`decode_tokens`.
+    ``force`` decodes tokens of another model. An entropy-coded file needs ``prior``, the one it
+    was coded with (ConfigError / ModelMismatchError naming it otherwise); a packed file ignores
+    it. See :func:`check_tokens`, :func:`decode_speaker`, :func:`decode_tokens`.
     """
     name = str(source)
     if isinstance(target, (str, os.PathLike)):
         _refuse_existing(Path(target), overwrite)
-    tokens = load_tokens(source)
-    check_tokens(codec, tokens, force=force, name=name)
+    container = load_container(source)
+    check_tokens(codec, container, force=force, name=name)
+    tokens = _decoded(container, prior, name)
     voice = decode_speaker(codec, tokens, speaker, reference=reference, name=name)
     chunks = decode_tokens(
         codec, tokens, voice, seed=seed, temperature=temperature, decoder=decoder, chunk_frames=chunk_frames
@@ -998,6 +1081,7 @@ def encode_files(
     workers: int = 1,
     chunk_frames: int | None = ENCODE_CHUNK_FRAMES,
     on_outcome: OutcomeFn | None = None,
+    prior: CodingPrior | None = None,
 ) -> list[Outcome]:
     """Encode every task's audio file; one :class:`Outcome` per task, in order.
 
@@ -1006,10 +1090,15 @@ def encode_files(
     ``jsonl`` (atomic, refused if it exists without ``overwrite``) or else to ``stream``.
     ``speaker`` sets the header's source speaker for all inputs (default: inferred per file).
     ``workers`` threads encode in parallel (outputs are written in any order, jsonl records in
-    task order).
+    task order). ``prior``: arithmetic-code each token file with it (``vqt`` only; the prior must
+    be the one trained on ``codec``'s codes, else ModelMismatchError before any input runs).
     """
     if fmt not in TOKEN_FORMATS:
         raise ConfigError(f"unknown token format {fmt!r}; use one of {', '.join(TOKEN_FORMATS)}")
+    if prior is not None:
+        if fmt != "vqt":
+            raise ConfigError(f"--prior entropy-codes token files (vqt); it does not apply to {fmt} output")
+        prior.check_model(codec)
     if speaker is not None:
         codec.speaker_id(speaker)
     sink: _JsonlSink | None = None
@@ -1026,7 +1115,12 @@ def encode_files(
             _refuse_existing(task.target, overwrite)  # before the work, not after it
         tokens = encode_file(codec, task.source, speaker=speaker, chunk_frames=chunk_frames)
         if sink is None:
-            write_token_output(tokens, _destination(task, stream), fmt, overwrite=overwrite)
+            coded = (
+                entropy_encode(tokens, prior.source, prior.speaker_index(tokens.header.speaker))
+                if prior is not None
+                else tokens
+            )
+            write_token_output(coded, _destination(task, stream), fmt, overwrite=overwrite)
         return tokens.header.num_samples / codec.sample_rate, tokens if sink is not None else None
 
     def finish(task: Task, tokens: TokenFile) -> None:
@@ -1060,6 +1154,7 @@ def decode_files(
     chunk_frames: int = DECODE_CHUNK_FRAMES,
     on_outcome: OutcomeFn | None = None,
     on_progress: TaskProgressFn | None = None,
+    prior: CodingPrior | None = None,
 ) -> list[Outcome]:
     """:func:`decode_file` on every task (token file -> audio); one :class:`Outcome` per task.
 
@@ -1067,7 +1162,8 @@ def decode_files(
     ``reference``: audio files of the voice to decode in (averaged, see
     :meth:`Codec.reference_vector`), read once before any input; not with ``speaker``.
     Each file is decoded with its own generator seeded with ``seed``, so a file's audio does not
-    depend on the other inputs or on ``workers``.
+    depend on the other inputs or on ``workers``. ``prior`` decodes entropy-coded inputs (packed
+    ones ignore it).
     """
     vector = _batch_voice(codec, speaker, reference, required=False)
     codec.check_decoder(decoder)
@@ -1088,6 +1184,7 @@ def decode_files(
             overwrite=overwrite,
             chunk_frames=chunk_frames,
             on_progress=_bind(on_progress, task),
+            prior=prior,
         )
         return seconds, None
 

@@ -7,21 +7,30 @@ Layout of format version 1 (all integers little-endian; byte-by-byte in ``docs/t
     8       1     format version   1 (uint8)
     9       4     header length H  (uint32)
     13      H     header           UTF-8 JSON object (sample_rate, hop_length, codebook_size, ...)
-    13+H    P     payload          codes [n_codebooks, n_frames], row-major, ceil(log2 K) bits each,
-                                   LSB-first little-endian bit stream, zero-padded to a whole byte
+    13+H    P     payload          coding "packed": codes [n_codebooks, n_frames], row-major,
+                                   ceil(log2 K) bits each, LSB-first little-endian bit stream,
+                                   zero-padded to a whole byte; coding "arithmetic": opaque bytes
     13+H+P  4     CRC32            zlib.crc32 of bytes [0, 13+H+P)
 
-so a file is ``17 + H + ceil(bits * n_codebooks * n_frames / 8)`` bytes. Modelled on EnCodec's
+so a packed file is ``17 + H + ceil(bits * n_codebooks * n_frames / 8)`` bytes. Modelled on EnCodec's
 ``binary.py`` (magic, version byte, JSON header, bit-packed codes); the file-object functions
 (:func:`write_tokens`, :func:`read_tokens`) are the core and :func:`dumps`, :func:`loads`,
 :func:`save_tokens` and :func:`load_tokens` wrap them, so CLI, tests and users share one path.
 
 Forward compatibility: readers ignore (and keep, in :attr:`TokenHeader.extra`) header keys they do
-not know, so new optional fields (``speaker_vector``, ``prior_fingerprint``, ...) need no new
-format version. The header's ``coding`` says how the payload is coded: ``"packed"`` today; a
-later entropy-coded variant (``"coding": "arithmetic"`` plus a ``"prior_fingerprint"``) keeps the
-same container, and this reader refuses it with an "upgrade" message. The version byte changes only
-if the container itself changes.
+not know, so new optional fields (``speaker_vector``, ...) need no new format version. The header's
+``coding`` says how the payload is coded:
+
+* ``"packed"``: the bit-packed codes above; :class:`TokenFile` (header + codes).
+* ``"arithmetic"``: the codes entropy-coded with a learned prior (issue 8); the header adds
+  ``prior_fingerprint``, ``prior_speaker`` and ``codes_crc32`` (see :class:`CodedTokens`). This
+  module treats the payload as opaque bytes, so it needs neither the prior nor the entropy coder:
+  :func:`read_container` returns a :class:`CodedTokens` (header + payload) that ``vqspeech info``
+  can show, and :mod:`vqspeech.entropy` turns it into a :class:`TokenFile` given the prior.
+  :func:`read_tokens` (which promises codes) refuses such a file with a message naming the prior.
+
+Other codings are refused with an "upgrade" message. The version byte changes only if the
+container itself changes.
 
 Reading never trusts a length before checking it against the bytes actually there: a 20-byte file
 that claims 10^12 frames fails before anything is allocated. Every problem with the bytes raises
@@ -53,6 +62,8 @@ from vqspeech import __version__
 from vqspeech.errors import TokenFormatError
 
 __all__ = [
+    "CODED_CODINGS",
+    "CODES_CRC32_KEY",
     "CODINGS",
     "FIXED_OVERHEAD",
     "FORMAT_VERSION",
@@ -61,18 +72,25 @@ __all__ = [
     "MAX_CODEBOOKS",
     "MAX_CODEBOOK_SIZE",
     "MAX_HEADER_BYTES",
+    "PRIOR_FINGERPRINT_KEY",
+    "PRIOR_SPEAKER_KEY",
     "SPEAKER_VECTOR_KEY",
+    "CodedTokens",
     "SpeakerVector",
     "TokenFile",
     "TokenHeader",
     "bits_per_code",
+    "codes_crc32",
     "dumps",
     "format_txt",
     "jsonl_record",
+    "load_container",
     "load_tokens",
     "loads",
+    "loads_container",
     "pack_bits",
     "parse_txt",
+    "read_container",
     "read_jsonl_record",
     "read_npy",
     "read_tokens",
@@ -90,7 +108,20 @@ _CRC = struct.Struct("<I")
 FIXED_OVERHEAD = _PREFIX.size + _CRC.size
 
 #: Codings this version can read and write; see the module docstring for how new ones fit in.
-CODINGS = ("packed",)
+CODINGS = ("packed", "arithmetic")
+#: The codings whose payload is opaque here (entropy-coded: decoding needs a prior).
+CODED_CODINGS = ("arithmetic",)
+#: Header keys of an entropy-coded file: the prior's fingerprint (a string), the speaker index the
+#: prior was conditioned on (an int; -1 = unknown speaker), and :func:`codes_crc32` of the codes
+#: it stands for.
+PRIOR_FINGERPRINT_KEY = "prior_fingerprint"
+PRIOR_SPEAKER_KEY = "prior_speaker"
+CODES_CRC32_KEY = "codes_crc32"
+#: An entropy-coded payload may take at most this many bits per code plus _CODED_SLACK bytes. The
+#: coder spends at most 24 bits on a code (its probabilities have 24-bit precision), so this only
+#: stops a corrupt or hostile header from making a reader take gigabytes for a few codes.
+_MAX_CODED_BITS = 32
+_CODED_SLACK = 64
 
 MAX_HEADER_BYTES = 16 << 20  # a header is metadata; 16 MiB leaves room for speaker vectors and more
 MAX_CODEBOOK_SIZE = 1 << 32  # codes fit in 32 bits (uint32 in other languages)
@@ -132,8 +163,9 @@ class TokenHeader:
     ``num_samples`` is the source audio's length, so decoding trims exactly; ``speaker`` is the
     source speaker's name (None if unknown); ``model_fingerprint`` identifies the model that made
     the codes (see :func:`vqspeech.checkpoint.model_fingerprint`). ``coding`` is how the payload
-    is coded (only ``"packed"`` today). ``extra`` holds any other header keys, JSON values only;
-    it round-trips exactly (use lists, not tuples) and readers that do not know a key keep it.
+    is coded: ``"packed"`` or ``"arithmetic"`` (see the module docstring). ``extra`` holds any
+    other header keys, JSON values only; it round-trips exactly (use lists, not tuples) and
+    readers that do not know a key keep it.
     Invalid values raise :class:`~vqspeech.errors.TokenFormatError`.
     """
 
@@ -180,13 +212,22 @@ class TokenHeader:
 
     @property
     def bits(self) -> int:
-        """Bits per code in the packed payload: ``ceil(log2 codebook_size)``."""
+        """Bits per code in the packed payload: ``ceil(log2 codebook_size)``. This is the raw rate;
+        an entropy-coded file's codes take ``8 * len(payload)`` bits (:attr:`CodedTokens.code_bits`)."""
         return bits_per_code(self.codebook_size)
 
     @property
     def payload_bytes(self) -> int:
         """Payload size for ``coding="packed"``: ``ceil(bits * n_codebooks * n_frames / 8)``."""
         return (self.bits * self.n_codebooks * self.n_frames + 7) // 8
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest payload a reader accepts: :attr:`payload_bytes` when packed; for an
+        entropy-coded payload, 32 bits per code plus 64 bytes (the coder never needs that much)."""
+        if self.coding not in CODED_CODINGS:
+            return self.payload_bytes
+        return (_MAX_CODED_BITS * self.n_codebooks * self.n_frames + 7) // 8 + _CODED_SLACK
 
     def to_dict(self) -> dict[str, Any]:
         """The header as written to disk: the fields in declaration order, then ``extra``'s keys."""
@@ -322,6 +363,7 @@ class TokenFile:
 
     ``codes`` is converted to a C-contiguous int64 array; a shape or value that disagrees with the
     header raises :class:`~vqspeech.errors.TokenFormatError`. Equality compares header and codes.
+    Only a ``"packed"`` header can be written (an entropy-coded file is a :class:`CodedTokens`).
     """
 
     header: TokenHeader
@@ -336,6 +378,82 @@ class TokenFile:
         return self.header == other.header and np.array_equal(self.codes, other.codes)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class CodedTokens:
+    """A header plus an entropy-coded payload (``coding="arithmetic"``): what a token file holds
+    when its codes were coded with a prior. The payload is opaque here; :mod:`vqspeech.entropy`
+    decodes it, given the prior whose fingerprint the header names.
+
+    The header must carry ``prior_fingerprint`` (str), ``prior_speaker`` (int >= -1; -1 is the
+    prior's "unknown speaker") and
+    ``codes_crc32`` (:func:`codes_crc32` of the codes, an int in [0, 2^32)); the payload may be at
+    most :attr:`TokenHeader.max_payload_bytes`. Anything else raises TokenFormatError.
+    """
+
+    header: TokenHeader
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        _check_coded(self.header, "coded tokens")
+        object.__setattr__(self, "payload", bytes(self.payload))
+        if len(self.payload) > self.header.max_payload_bytes:
+            raise TokenFormatError(
+                f"coded tokens: a {len(self.payload)}-byte payload for {self.header.n_frames} frames is "
+                f"over the {self.header.max_payload_bytes}-byte limit; the file is corrupt"
+            )
+
+    @property
+    def prior_fingerprint(self) -> str:
+        """The fingerprint of the prior the codes were coded with."""
+        return str(self.header.extra[PRIOR_FINGERPRINT_KEY])
+
+    @property
+    def prior_speaker(self) -> int:
+        """The speaker index the prior was conditioned on."""
+        return int(self.header.extra[PRIOR_SPEAKER_KEY])
+
+    @property
+    def codes_crc32(self) -> int:
+        """:func:`codes_crc32` of the codes the payload stands for."""
+        return int(self.header.extra[CODES_CRC32_KEY])
+
+    @property
+    def code_bits(self) -> int:
+        """Bits the coded codes take: ``8 * len(payload)``."""
+        return 8 * len(self.payload)
+
+
+def _check_coded(header: TokenHeader, source: str) -> None:
+    """The fields an entropy-coded header needs, with their types and ranges."""
+    if header.coding not in CODED_CODINGS:
+        raise TokenFormatError(
+            f"{source}: coding {header.coding!r} is not an entropy coding ({list(CODED_CODINGS)})"
+        )
+    extra = header.extra
+    missing = [k for k in (PRIOR_FINGERPRINT_KEY, PRIOR_SPEAKER_KEY, CODES_CRC32_KEY) if k not in extra]
+    if missing:
+        raise TokenFormatError(
+            f"{source}: an entropy-coded header needs {missing}; the file is corrupt or from an "
+            "incompatible writer"
+        )
+    if not isinstance(extra[PRIOR_FINGERPRINT_KEY], str):
+        raise TokenFormatError(f"{source}: {PRIOR_FINGERPRINT_KEY} must be a string; the file is corrupt")
+    speaker = extra[PRIOR_SPEAKER_KEY]
+    if type(speaker) is not int or not -1 <= speaker <= _MAX_INT64:
+        raise TokenFormatError(f"{source}: {PRIOR_SPEAKER_KEY} must be an integer >= -1, got {speaker!r}")
+    crc = extra[CODES_CRC32_KEY]
+    if type(crc) is not int or not 0 <= crc < 1 << 32:
+        raise TokenFormatError(f"{source}: {CODES_CRC32_KEY} must be an integer in [0, 2^32), got {crc!r}")
+
+
+def codes_crc32(codes: NDArray[Any], codebook_size: int) -> int:
+    """``zlib.crc32`` of ``codes`` as the ``"packed"`` coding writes them (:func:`pack_bits` at
+    ``ceil(log2 codebook_size)`` bits, C order): what an entropy-coded header stores as
+    ``codes_crc32``, so a decode with the wrong prior, or of a damaged payload, is refused
+    instead of returned."""
+    return zlib.crc32(pack_bits(codes, bits_per_code(codebook_size)))
 
 
 def _check_codes(codes: Any, header: TokenHeader, source: str) -> NDArray[np.int64]:
@@ -456,15 +574,24 @@ def unpack_bits(data: bytes | bytearray | memoryview, bits: int, count: int) -> 
 # Writing
 
 
-def write_tokens(fileobj: BinaryIO, tokens: TokenFile) -> None:
-    """Write ``tokens`` to a binary file object in format version 1 (see the module docstring)."""
+def write_tokens(fileobj: BinaryIO, tokens: TokenFile | CodedTokens) -> None:
+    """Write ``tokens`` to a binary file object in format version 1 (see the module docstring).
+
+    A :class:`TokenFile` is written bit-packed (its header's coding must be ``"packed"``); a
+    :class:`CodedTokens` with its entropy-coded payload as it is.
+    """
     header = tokens.header
-    if header.coding not in CODINGS:
+    if isinstance(tokens, CodedTokens):
+        _check_coded(header, "write_tokens")
+        payload = tokens.payload
+    elif header.coding != "packed":
         raise TokenFormatError(
-            f"cannot write coding {header.coding!r}: this vqspeech writes only {list(CODINGS)}"
+            f'cannot write coding {header.coding!r} from codes: a TokenFile is written "packed"; '
+            "entropy-code it with vqspeech.entropy (a CodedTokens) instead"
         )
-    # The TokenFile already holds checked codes; check again in case its array was modified since.
-    codes = _check_codes(tokens.codes, header, "write_tokens")
+    else:
+        # The TokenFile already holds checked codes; check again in case its array was modified since.
+        payload = pack_bits(_check_codes(tokens.codes, header, "write_tokens"), header.bits)
     header_bytes = json.dumps(header.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     if len(header_bytes) > MAX_HEADER_BYTES:
         raise TokenFormatError(
@@ -475,21 +602,21 @@ def write_tokens(fileobj: BinaryIO, tokens: TokenFile) -> None:
     for part in (
         _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)),
         header_bytes,
-        pack_bits(codes, header.bits),
+        payload,
     ):
         fileobj.write(part)
         crc = zlib.crc32(part, crc)
     fileobj.write(_CRC.pack(crc))
 
 
-def dumps(tokens: TokenFile) -> bytes:
+def dumps(tokens: TokenFile | CodedTokens) -> bytes:
     """``tokens`` as the bytes of a token file."""
     buffer = io.BytesIO()
     write_tokens(buffer, tokens)
     return buffer.getvalue()
 
 
-def save_tokens(path: str | os.PathLike[str], tokens: TokenFile) -> None:
+def save_tokens(path: str | os.PathLike[str], tokens: TokenFile | CodedTokens) -> None:
     """Write a token file atomically: a temp file in the same folder, fsync, then ``os.replace``.
 
     A failure at any point leaves an existing file at ``path`` untouched and no temp file behind.
@@ -632,11 +759,35 @@ def read_tokens(fileobj: BinaryIO, max_bytes: int | None = None, *, name: str | 
     ``max_bytes`` caps the file's size (None: no cap beyond the bytes actually there). ``name``
     is used in messages (default: the file object's ``name``). The stream must end right after
     the checksum. Raises :class:`~vqspeech.errors.TokenFormatError` for anything wrong with the
-    bytes: foreign, newer format, truncated, corrupted (checksum), invalid header or codes.
+    bytes: foreign, newer format, truncated, corrupted (checksum), invalid header or codes; and
+    for an entropy-coded file, whose codes need its prior (use :func:`read_container`).
+    """
+    tokens = read_container(fileobj, max_bytes, name=name)
+    if isinstance(tokens, CodedTokens):
+        label = name if name is not None else _stream_name(fileobj)
+        raise TokenFormatError(
+            f"{label}: the codes are entropy-coded with prior {tokens.prior_fingerprint}; decode them "
+            "with that prior (vqspeech decode --prior PRIOR, or vqspeech.entropy.decode_tokens)"
+        )
+    return tokens
+
+
+def _stream_name(fileobj: BinaryIO) -> str:
+    raw_name = getattr(fileobj, "name", None)
+    return str(raw_name) if isinstance(raw_name, (str, os.PathLike)) else "token data"
+
+
+def read_container(
+    fileobj: BinaryIO, max_bytes: int | None = None, *, name: str | None = None
+) -> TokenFile | CodedTokens:
+    """Read and validate one token file of any coding this version knows: a :class:`TokenFile`
+    for ``"packed"``, a :class:`CodedTokens` (header + opaque payload) for an entropy-coded one.
+
+    The same checks as :func:`read_tokens`; an entropy-coded payload may be any length up to
+    :attr:`TokenHeader.max_payload_bytes` (decided before it is read).
     """
     if name is None:
-        raw_name = getattr(fileobj, "name", None)
-        name = str(raw_name) if isinstance(raw_name, (str, os.PathLike)) else "token data"
+        name = _stream_name(fileobj)
     source = _Source(fileobj, name, max_bytes)
     start = source.read_upto(len(MAGIC))
     if not start:
@@ -668,6 +819,8 @@ def read_tokens(fileobj: BinaryIO, max_bytes: int | None = None, *, name: str | 
             f"{name}: codes are coded as {header.coding!r}, which this vqspeech cannot decode "
             f"(it reads {list(CODINGS)}); upgrade vqspeech to read it"
         )
+    if header.coding in CODED_CODINGS:
+        return _read_coded(source, header, name)
     payload_len = header.payload_bytes
     available = source.available
     if available is not None:
@@ -692,6 +845,37 @@ def read_tokens(fileobj: BinaryIO, max_bytes: int | None = None, *, name: str | 
             "re-create or re-copy the file"
         )
     return TokenFile(header, _decode_packed(payload, header, name))
+
+
+def _read_coded(source: _Source, header: TokenHeader, name: str) -> CodedTokens:
+    """The rest of an entropy-coded file: payload (everything up to the last 4 bytes) + CRC."""
+    _check_coded(header, name)
+    limit = header.max_payload_bytes + _CRC.size
+    available = source.available
+    if available is not None and available < _CRC.size:
+        raise source.truncated("checksum", _CRC.size, available)
+    if available is not None and available > limit:
+        raise TokenFormatError(
+            f"{name}: {available - _CRC.size} bytes of coded payload is more than {header.n_frames} "
+            f"frames can take ({header.max_payload_bytes}); the file is corrupt or two files are glued"
+        )
+    crc = source.crc
+    rest = source.read_upto(limit + 1)  # an unmeasured stream: one byte past the limit says "too long"
+    if len(rest) > limit:
+        raise TokenFormatError(
+            f"{name}: the coded payload is more than {header.n_frames} frames can take "
+            f"({header.max_payload_bytes} bytes); the file is corrupt or two files are glued"
+        )
+    if len(rest) < _CRC.size:
+        raise source.truncated("checksum", _CRC.size, len(rest))
+    payload, (stored_crc,) = rest[: -_CRC.size], _CRC.unpack(rest[-_CRC.size :])
+    crc = zlib.crc32(payload, crc)
+    if stored_crc != crc:
+        raise TokenFormatError(
+            f"{name} is corrupted: checksum mismatch (stored {stored_crc:08x}, computed {crc:08x}); "
+            "re-create or re-copy the file"
+        )
+    return CodedTokens(header, payload)
 
 
 def _trailing(name: str, extra: int | None) -> TokenFormatError:
@@ -745,11 +929,27 @@ def loads(data: bytes | bytearray | memoryview, max_bytes: int | None = None) ->
     return read_tokens(io.BytesIO(data), max_bytes, name="token data")
 
 
+def loads_container(
+    data: bytes | bytearray | memoryview, max_bytes: int | None = None
+) -> TokenFile | CodedTokens:
+    """Read a token file of any coding from its bytes (see :func:`read_container`)."""
+    return read_container(io.BytesIO(data), max_bytes, name="token data")
+
+
 def load_tokens(path: str | os.PathLike[str], max_bytes: int | None = None) -> TokenFile:
     """Read a token file from ``path``; OS errors become TokenFormatError ("cannot read ...")."""
     try:
         with open(path, "rb") as handle:
             return read_tokens(handle, max_bytes, name=str(path))
+    except OSError as exc:
+        raise TokenFormatError(f"cannot read token file {path}: {exc.strerror or exc}") from None
+
+
+def load_container(path: str | os.PathLike[str], max_bytes: int | None = None) -> TokenFile | CodedTokens:
+    """Read a token file of any coding from ``path`` (see :func:`read_container`)."""
+    try:
+        with open(path, "rb") as handle:
+            return read_container(handle, max_bytes, name=str(path))
     except OSError as exc:
         raise TokenFormatError(f"cannot read token file {path}: {exc.strerror or exc}") from None
 

@@ -1,4 +1,4 @@
-"""``vqspeech eval``: score a checkpoint on a corpus's held-out speech (issue 6)."""
+"""``vqspeech eval``: held-out speech scores of a checkpoint (issue 6), or an image model's bits/dim."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vqspeech.errors import ConfigError
 from vqspeech.evaluation import STOI_AIM, TARGET_RATE_AIM, EvalReport, evaluate_model
+from vqspeech.files import write_text_atomic
+from vqspeech.vision.checkpoints import is_vision_checkpoint
 from vqspeech_cli.errors import boundary, stderr
 from vqspeech_cli.options import DecoderFamily, Device, Model, Quiet, Seed
 
@@ -21,13 +24,22 @@ STDOUT = "-"
 def eval_command(
     model: Model,
     data: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--data",
             help="The corpus the model was trained on (VCTK root, speaker folders or a TSV manifest); "
-            "its held-out split is scored.",
+            "its held-out split is scored. Image models: the CIFAR-10 folder (digits need none).",
         ),
-    ],
+    ] = None,
+    prior: Annotated[
+        Path | None,
+        typer.Option(
+            "--prior",
+            help="Image models: the PixelCNN prior for the bits/dim prior term (default: uniform, log K "
+            "per latent).",
+            metavar="PRIOR",
+        ),
+    ] = None,
     json_out: Annotated[
         str | None,
         typer.Option(
@@ -87,10 +99,17 @@ def eval_command(
     e.g. data.valid_speakers): reconstructions voiced by their own speaker vector vs the nearest
     table speaker, and zero-shot conversions toward an unseen voice.
 
+    Image models (docs/vision.md): bits/dim of the held-out images, reconstruction + prior.
+
     A table on stdout; --json OUT also writes JSON, --json - prints only JSON.
     """
     progress = None if quiet else _progress
     with boundary():
+        if is_vision_checkpoint(model):
+            _eval_vision(model, prior, data, json_out, device)
+            return
+        if data is None:
+            raise ConfigError("speech models need --data: the corpus the model was trained on")
         report = evaluate_model(
             model,
             data,
@@ -111,6 +130,36 @@ def eval_command(
     Console(highlight=False).print(_table(report))
     if json_out is not None and not quiet:
         stderr.print(f"report: {json_out}", markup=False)
+
+
+def _eval_vision(
+    model: Path, prior: Path | None, data: Path | None, json_out: str | None, device: str
+) -> None:
+    from vqspeech.vision.sample import bits_per_dim  # only when asked for
+
+    result = bits_per_dim(model, prior, data, device=device)
+    if json_out is not None:
+        text = json.dumps(
+            {
+                "checkpoint": str(model),
+                "prior_checkpoint": None if prior is None else str(prior),
+                **result._asdict(),
+            },
+            indent=2,
+        )
+        if json_out == STDOUT:
+            typer.echo(text)
+            return
+        write_text_atomic(Path(json_out), text + "\n")
+    table = Table(
+        title=escape(f"bits/dim of {model} on {result.images} held-out images"), title_justify="left"
+    )
+    for name in ("term", "bits/dim"):
+        table.add_column(name, justify="right" if name == "bits/dim" else "left")
+    table.add_row("reconstruction -log2 p(x | z)", f"{result.reconstruction:.3f}")
+    table.add_row(f"prior -log2 p(z) ({result.prior_kind})", f"{result.prior:.3f}")
+    table.add_row("total", f"{result.total:.3f}")
+    Console(highlight=False).print(table)
 
 
 def _progress(line: str) -> None:

@@ -72,12 +72,13 @@ def train_command(
                     vision, data, out, steps=steps, resume=resume, device=device, callback=report
                 )
             else:
+                speech = load_recipe(recipe, overrides or ())  # a missing recipe file is named first
                 if data is None:
                     raise ConfigError(
                         "speech recipes need --data: a VCTK root, a speaker folder or a manifest"
                     )
                 result = train(
-                    load_recipe(recipe, overrides or ()),
+                    speech,
                     data,
                     out,
                     steps=steps,

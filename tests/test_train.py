@@ -214,10 +214,31 @@ def test_ddp_gloo_two_processes_hold_identical_weights_and_codebooks(tmp_path, d
 
 @pytest.mark.parametrize(
     "recipe",
-    sorted(BUILTIN_RECIPES) + sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes").rglob("*.yaml")),
+    sorted(BUILTIN_RECIPES)
+    + sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes/speech").rglob("*.yaml")),
 )
 def test_every_recipe_loads_and_builds_a_model(recipe: str) -> None:
     loaded = load_recipe(REPO / recipe if recipe.endswith(".yaml") else recipe)
     with torch.device("meta"):
         model = VQVAE(loaded.model)
     assert model.hop_length == loaded.model.hop_length
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    sorted(
+        str(p.relative_to(REPO))
+        for folder in ("image", "video")
+        for p in (REPO / "recipes" / folder).glob("*.yaml")
+    ),
+)
+def test_every_vision_recipe_loads_and_builds_its_models(recipe: str) -> None:
+    from vqspeech.vision.config import is_vision_recipe, load_vision_recipe
+    from vqspeech.vision.nn import ImageVQVAE
+
+    assert is_vision_recipe(REPO / recipe)
+    loaded = load_vision_recipe(REPO / recipe)
+    with torch.device("meta"):
+        model = ImageVQVAE(loaded.model)
+    latents = loaded.model.image_size // 2**loaded.model.n_downsample
+    assert model.config.latent_size == latents

@@ -25,7 +25,7 @@ import torch
 
 from vqspeech.errors import ConfigError
 from vqspeech.loop import resolve_device
-from vqspeech.vision.checkpoints import load_prior, load_vqvae
+from vqspeech.vision.checkpoints import checkpoint_kind, load_prior, load_vqvae
 from vqspeech.vision.config import ImageRecipe, VideoRecipe
 from vqspeech.vision.data import load_image_splits
 from vqspeech.vision.nn import GatedPixelCNN, ImageVQVAE, LatentFramePrior
@@ -324,3 +324,57 @@ def rollout_strip(rollout: Rollout) -> np.ndarray:
     """Two rows, one column per frame: the true frames above, the predicted frames below."""
     n = len(rollout.frames)
     return image_grid(torch.cat([rollout.truth, rollout.frames]), columns=n)
+
+
+class VisionSample(NamedTuple):
+    """What :func:`sample_to_files` wrote: the files, and a one-line description for the user."""
+
+    files: list[Path]
+    summary: str
+
+
+def sample_to_files(
+    model_checkpoint: str | Path,
+    prior_checkpoint: str | Path,
+    output: str | Path,
+    *,
+    count: int = 16,
+    frames: int = 16,
+    label: int | None = None,
+    seed: int = 0,
+    temperature: float = 1.0,
+    device: str = "auto",
+) -> VisionSample:
+    """``vqspeech sample`` for the vision recipes: an image grid, or a video rollout.
+
+    Image models: ``count`` samples from the PixelCNN (class ``label``, or one column per class)
+    as a PNG grid at ``output``. Video models: a rollout of ``frames`` frames under random
+    actions drawn from ``seed``; ``output`` ending in ``.gif`` gets the GIF and a frame strip
+    next to it (``.png``), any other ``output`` the strip only.
+    """
+    out = Path(output)
+    if checkpoint_kind(model_checkpoint) == "video-vqvae":
+        gif = out if out.suffix.lower() == ".gif" else None
+        strip = out.with_suffix(".png")
+        result = rollout_video(
+            model_checkpoint,
+            prior_checkpoint,
+            gif,
+            strip,
+            frames,
+            seed=seed,
+            temperature=temperature,
+            device=device,
+        )
+        written = [p for p in (gif, strip) if p is not None]
+        actions = " ".join(ACTIONS[a] for a in result.actions)
+        return VisionSample(
+            written,
+            f"{frames} frames rolled out in latent space ({actions}); pixel error {result.pixel_error:.1f}",
+        )
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"{out}: image samples are written as a .png grid")
+    images = sample_images(
+        model_checkpoint, prior_checkpoint, out, count, seed, label, temperature=temperature, device=device
+    )
+    return VisionSample([out], f"{len(images)} images sampled from the prior")

@@ -102,3 +102,21 @@ Prior = Annotated[
         metavar="PRIOR",
     ),
 ]
+
+# The run-folder options of every training command (vqspeech train, vqspeech prior train).
+RunOut = Annotated[Path, typer.Option("--out", help="Run folder: last.pt, metrics.csv, tensorboard/.")]
+Steps = Annotated[
+    int | None,
+    typer.Option(
+        "--steps", help="Total steps (not additional: --resume --steps N extends a run to N).", min=0
+    ),
+]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Where the 16 kHz copies of the corpus go (default: ROOT/.vqspeech-cache, or "
+        "~/.cache/vqspeech if ROOT is read-only; $VQSPEECH_CACHE_DIR overrides).",
+    ),
+]

@@ -12,7 +12,7 @@ from vqspeech.loop import FitResult
 from vqspeech.prior import prior_recipe, train_prior
 from vqspeech.vision.checkpoints import is_vision_checkpoint
 from vqspeech_cli.errors import boundary, stderr
-from vqspeech_cli.options import Device, Model, Overrides, Quiet
+from vqspeech_cli.options import CacheDir, Device, Model, Overrides, Quiet, Resume, RunOut, Steps
 from vqspeech_cli.progress import TrainProgress
 
 app = typer.Typer(
@@ -24,7 +24,7 @@ app = typer.Typer(
 @app.command("train")
 def train_command(
     model: Model,
-    out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, metrics.csv, tensorboard/.")],
+    out: RunOut,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -33,20 +33,10 @@ def train_command(
             "(image/video models: only cifar10 needs it, its cifar-10-batches-py folder).",
         ),
     ] = None,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            "--steps", help="Total steps (not additional: --resume --steps N extends a run to N).", min=0
-        ),
-    ] = None,
+    steps: Steps = None,
     overrides: Overrides = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
-    ] = False,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="Where the corpus's 16 kHz copies go (as for vqspeech train)."),
-    ] = None,
+    resume: Resume = False,
+    cache_dir: CacheDir = None,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:

@@ -13,7 +13,7 @@ from vqspeech.loop import FitResult
 from vqspeech.train import TrainResult, train
 from vqspeech.vision import is_vision_recipe, load_vision_recipe
 from vqspeech_cli.errors import boundary, stderr
-from vqspeech_cli.options import Device, Overrides, Quiet
+from vqspeech_cli.options import CacheDir, Device, Overrides, Quiet, Resume, RunOut, Steps
 from vqspeech_cli.progress import TrainProgress
 
 
@@ -24,7 +24,7 @@ def train_command(
             help="Built-in recipe (speech: demo, paper; vision: digits, cifar10, video) or a YAML file."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, metrics.csv, tensorboard/.")],
+    out: RunOut,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -33,24 +33,10 @@ def train_command(
             "cifar10: the cifar-10-batches-py folder. digits and video make their data and need none.",
         ),
     ] = None,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            "--steps", help="Total steps (not additional: --resume --steps N extends a run to N).", min=0
-        ),
-    ] = None,
+    steps: Steps = None,
     overrides: Overrides = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
-    ] = False,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--cache-dir",
-            help="Where the 16 kHz copies of the corpus go (default: ROOT/.vqspeech-cache, or "
-            "~/.cache/vqspeech if ROOT is read-only; $VQSPEECH_CACHE_DIR overrides).",
-        ),
-    ] = None,
+    resume: Resume = False,
+    cache_dir: CacheDir = None,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:

@@ -131,6 +131,14 @@ class Task(Protocol):
         ...
 
 
+def refuse_existing_run(out_dir: Path, resume: bool) -> None:
+    """A new run never writes over another: ``out_dir/last.pt`` needs ``resume`` (or another folder)."""
+    if not resume and (out_dir / LAST).exists():
+        raise ConfigError(
+            f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or pick another --out"
+        )
+
+
 def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
     """Linear warmup to ``config.lr`` over ``warmup_steps``, then cosine decay to ``lr * min_lr_ratio``."""
     if step < config.warmup_steps:

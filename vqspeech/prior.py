@@ -38,7 +38,7 @@ from vqspeech.data.batches import split_for
 from vqspeech.data.corpus import Utterance, open_corpus
 from vqspeech.errors import CheckpointError, ConfigError, DataError, OutputError
 from vqspeech.inference import ENCODE_CHUNK_FRAMES, Codec, decode_tokens
-from vqspeech.loop import LAST, FitResult, TrainCallback, fit, resolve_device
+from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run, resolve_device
 from vqspeech.model import VQVAE
 from vqspeech.nn.prior import UNKNOWN_SPEAKER, CodePrior, IntegerCodePrior, check_prior_config
 
@@ -376,15 +376,12 @@ def train_prior(
     dev = resolve_device(device)
     vq = load_checkpoint(model_checkpoint)
     fingerprint = vq.fingerprint
+    refuse_existing_run(out_dir, resume)
     previous: PriorCheckpoint | None = None
     if resume:
         previous = load_prior(out_dir / LAST)
         previous.check_model(fingerprint, model_checkpoint)
         recipe = previous.recipe
-    elif (out_dir / LAST).exists():
-        raise ConfigError(
-            f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or pick another --out"
-        )
     recipe = recipe or PriorRecipe()
     total_steps = steps if steps is not None else recipe.train.steps
     model_config = dataclasses.replace(

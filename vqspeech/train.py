@@ -25,7 +25,7 @@ from vqspeech.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vqspeech.config import Recipe
 from vqspeech.data.batches import StepBatches, validation_batches
 from vqspeech.data.corpus import open_corpus
-from vqspeech.errors import ConfigError, DataError
+from vqspeech.errors import DataError
 from vqspeech.loop import (
     LAST,
     EvalMetrics,
@@ -36,6 +36,7 @@ from vqspeech.loop import (
     fit,
     init_distributed,
     lr_at,
+    refuse_existing_run,
     resolve_device,
 )
 from vqspeech.model import VQVAE
@@ -205,14 +206,11 @@ def train(
     ddp = init_distributed(device)
     dev = resolve_device(device, ddp.local_rank)
 
+    refuse_existing_run(out_dir, resume)
     previous: Checkpoint | None = None
     if resume:
         previous = load_checkpoint(out_dir / LAST)
         recipe = previous.recipe
-    elif (out_dir / LAST).exists():
-        raise ConfigError(
-            f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or pick another --out"
-        )
     total_steps = steps if steps is not None else recipe.train.steps
     recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=total_steps))
 

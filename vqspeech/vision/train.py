@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from vqspeech.config import TrainConfig, from_dict, merge, parse_override, to_dict
 from vqspeech.errors import ConfigError
-from vqspeech.loop import LAST, FitResult, TrainCallback, fit, resolve_device
+from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run, resolve_device
 from vqspeech.vision.checkpoints import (
     LoadedVQVAE,
     build_prior,
@@ -318,14 +318,11 @@ def train_vision(
     """
     out_dir = Path(out_dir)
     dev = resolve_device(device)
+    refuse_existing_run(out_dir, resume)
     previous = None
     if resume:
         previous = load_vqvae(out_dir / LAST, dev)
         recipe = previous.recipe
-    elif (out_dir / LAST).exists():
-        raise ConfigError(
-            f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or pick another --out"
-        )
     recipe = dataclasses.replace(recipe, train=_with_steps(recipe.train, steps))
     total_steps = recipe.train.steps
     if isinstance(recipe, ImageRecipe):
@@ -401,14 +398,11 @@ def train_vision_prior(
     dev = resolve_device(device)
     vq = load_vqvae(model_checkpoint, dev)
     recipe = _apply_overrides(vq.recipe, overrides)
+    refuse_existing_run(out_dir, resume)
     previous = None
     if resume:
         previous = load_prior(out_dir / LAST, dev, vq)
         recipe = previous.recipe
-    elif (out_dir / LAST).exists():
-        raise ConfigError(
-            f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or pick another --out"
-        )
     recipe = dataclasses.replace(recipe, prior_train=_with_steps(recipe.prior_train, steps))
     vq = vq._replace(recipe=recipe)
     total_steps = recipe.prior_train.steps

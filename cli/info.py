@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vqspeech.inference import ModelInfo, TokenInfo, describe_files
+from vqspeech.inference import ModelInfo, RunInfo, TokenInfo, describe_files
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.io import Reporter
 
@@ -33,7 +33,8 @@ def info(
 
     A recipe or checkpoint: rates, codebook, bitrate, receptive fields, parameter counts.
 
-    A checkpoint adds its speakers, fingerprint and training step.
+    A checkpoint adds its speakers, fingerprint and training step. A prior, image or video
+    checkpoint: what it is, the model it belongs to, its size, step and settings.
 
     A token file: its header, the audio's duration, the bitrate and the file's size.
 
@@ -51,7 +52,12 @@ def info(
     else:
         console = Console(highlight=False)
         for d in described:
-            console.print(_token_table(d) if isinstance(d, TokenInfo) else _table(d))
+            if isinstance(d, TokenInfo):
+                console.print(_token_table(d))
+            elif isinstance(d, RunInfo):
+                console.print(_run_table(d))
+            else:
+                console.print(_table(d))
     raise typer.Exit(report.exit_code)
 
 
@@ -129,4 +135,28 @@ def _table(r: ModelInfo) -> Table:
         rows.append(("training step", str(r.step)))
     for key, value in rows:
         table.add_row(key, value)
+    return table
+
+
+def _run_table(r: RunInfo) -> Table:
+    table = Table(title=f"{r.kind} {r.source}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("what", r.description)
+    for key, value in r.details.items():
+        if key == "config":
+            continue
+        shown = (
+            f"{value:,}"
+            if isinstance(value, int)
+            else ", ".join(value)
+            if isinstance(value, list)
+            else str(value)
+        )
+        table.add_row(key.replace("_", " "), shown)
+    for section, values in r.details.get("config", {}).items():
+        if isinstance(values, dict):
+            table.add_row(
+                section, ", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))
+            )
     return table

@@ -53,6 +53,12 @@ def test_digits_through_train_prior_eval_and_sample(tmp_path: Path) -> None:
     uniform = json.loads(_run("eval", "-m", str(vq / "last.pt"), "--json", "-"))
     assert uniform["prior_kind"] == "uniform" and uniform["reconstruction"] == report["reconstruction"]
 
+    described = CliRunner().invoke(app, ["info", "--json", str(vq / "last.pt"), str(prior / "last.pt")])
+    assert described.exit_code == 0, described.output
+    vq_info, prior_info = json.loads(described.output)
+    assert (vq_info["kind"], prior_info["kind"]) == ("image-vqvae", "image-prior")
+    assert prior_info["vqvae_fingerprint"] == vq_info["fingerprint"] and prior_info["training_step"] == 2
+
     out = tmp_path / "grid.png"
     _run(
         "sample", "-m", str(vq / "last.pt"), "--prior", str(prior / "last.pt"), "-o", str(out), "--count", "4"

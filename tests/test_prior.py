@@ -8,6 +8,7 @@ every test to a second or two on one CPU thread.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -364,6 +365,11 @@ def test_cli_prior_train_and_sample(tmp_path: Path, vqvae: Path, demo_corpus_dir
     assert code == 0, err
     prior = tmp_path / "run" / "last.pt"
     assert load_prior(prior).training["step"] == 3
+    described = runner.invoke(app, ["info", "--json", str(prior)])
+    assert described.exit_code == 0, described.output
+    info = json.loads(described.output)
+    assert info["kind"] == "prior" and info["fingerprint"] == load_prior(prior).fingerprint
+    assert info["model_fingerprint"] == load_checkpoint(vqvae).fingerprint and info["training_step"] == 3
     out = tmp_path / "speech.wav"
     base: list[str | Path] = [
         "sample",

@@ -206,7 +206,11 @@ def save_checkpoint(
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a speech VQ-VAE checkpoint; any problem is a :class:`CheckpointError`."""
     path = Path(path)
-    payload = load_payload(path, (VQVAE_KIND,), map_location)
+    return checkpoint_from_payload(load_payload(path, (VQVAE_KIND,), map_location), path)
+
+
+def checkpoint_from_payload(payload: dict[str, Any], path: Path) -> Checkpoint:
+    """A speech VQ-VAE :class:`Checkpoint` from a payload :func:`load_payload` returned."""
     try:
         recipe = recipe_from_dict(payload["recipe"])
     except (ConfigError, KeyError, TypeError) as exc:

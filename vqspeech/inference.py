@@ -45,7 +45,14 @@ import soxr
 import torch
 
 from vqspeech.audio import FORMATS, load_audio
-from vqspeech.checkpoint import Checkpoint, load_checkpoint
+from vqspeech.checkpoint import (
+    KIND_DESCRIPTIONS,
+    VQVAE_KIND,
+    Checkpoint,
+    checkpoint_from_payload,
+    load_checkpoint,
+    load_payload,
+)
 from vqspeech.config import BUILTIN_RECIPES, Recipe, load_recipe
 from vqspeech.entropy import PmfSource
 from vqspeech.entropy import decode_tokens as entropy_decode
@@ -157,6 +164,45 @@ class TokenInfo:
         }
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """A checkpoint of another kind than the speech VQ-VAE: a prior, an image or video model.
+
+    ``details`` holds what identifies it (fingerprints, the model it belongs to, its training
+    step, parameter count, speakers) and its resolved config (``config``), as plain data.
+    """
+
+    source: str
+    kind: str
+    description: str
+    details: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "kind": self.kind, "description": self.description, **self.details}
+
+
+def _run_info(source: str, payload: dict[str, Any]) -> RunInfo:
+    kind = str(payload["kind"])
+    state = payload.get("model", {})
+    details: dict[str, Any] = {
+        "parameters": sum(int(t.numel()) for t in state.values() if isinstance(t, torch.Tensor)),
+        "training_step": payload.get("training", {}).get("step"),
+    }
+    for key in ("fingerprint", "model_fingerprint", "vqvae_fingerprint"):
+        if key in payload:
+            details[key] = str(payload[key])
+    if kind == "prior":
+        from vqspeech.prior import load_prior  # the prior's own fingerprint is its integer twin's
+
+        prior = load_prior(source)
+        details["fingerprint"] = prior.fingerprint
+        details["receptive_field_tokens"] = prior.config.receptive_field
+    if payload.get("speakers"):
+        details["speakers"] = [str(s.get("name")) for s in payload["speakers"]]
+    details["config"] = payload.get("recipe", {})
+    return RunInfo(source, kind, KIND_DESCRIPTIONS.get(kind, kind), details)
+
+
 def _is_recipe(target: str) -> bool:
     return target in BUILTIN_RECIPES or Path(target).suffix.lower() in (".yaml", ".yml")
 
@@ -173,8 +219,8 @@ def is_token_file(target: str | os.PathLike[str]) -> bool:
         return False
 
 
-def describe(target: str | Path) -> ModelInfo:
-    """Describe a built-in recipe name, a recipe YAML file or a checkpoint."""
+def describe(target: str | Path) -> ModelInfo | RunInfo:
+    """Describe a built-in recipe name, a recipe YAML file or a checkpoint (of any kind)."""
     target = str(target)
     if _is_recipe(target):
         recipe = load_recipe(target)
@@ -182,7 +228,10 @@ def describe(target: str | Path) -> ModelInfo:
         with torch.device("meta"):
             model = VQVAE(recipe.model)
         return _info(target, "recipe", recipe, model.parameter_counts(), [], None, None)
-    ckpt = load_checkpoint(target)
+    payload = load_payload(target, tuple(KIND_DESCRIPTIONS))
+    if payload["kind"] != VQVAE_KIND:
+        return _run_info(target, payload)
+    ckpt = checkpoint_from_payload(payload, Path(target))
     model = ckpt.build_model()
     step = ckpt.training.get("step")
     return _info(
@@ -220,7 +269,7 @@ def describe_tokens(path: str | os.PathLike[str]) -> TokenInfo:
     )
 
 
-def describe_any(target: str | Path) -> ModelInfo | TokenInfo:
+def describe_any(target: str | Path) -> ModelInfo | RunInfo | TokenInfo:
     """:func:`describe_tokens` for a token file, else :func:`describe`."""
     return describe_tokens(target) if is_token_file(target) else describe(target)
 

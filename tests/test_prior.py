@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from vqspeech.checkpoint import load_checkpoint
 from vqspeech.config import PriorConfig
+from vqspeech.entropy import PmfSource
 from vqspeech.errors import CheckpointError, ConfigError, OutputError
 from vqspeech.loop import SilentCallback, StepMetrics
 from vqspeech.nn.prior import (
@@ -32,7 +33,6 @@ from vqspeech.nn.prior import (
     UNKNOWN_SPEAKER,
     CodePrior,
     IntegerCodePrior,
-    PmfSource,
     _exact_matmul,
     exp_table,
 )

@@ -93,7 +93,9 @@ class PmfStepper(Protocol):
 
 
 class PmfSource(Protocol):
-    """An integer prior over code sequences (``vqspeech.nn.prior`` defines the same protocol).
+    """An integer prior over code sequences (``vqspeech.nn.prior.IntegerCodePrior`` is one).
+
+    Defined here, by the code that uses it, so entropy coding imports no torch.
 
     ``weights(codes, speaker)`` gives all rows at once (teacher forced): row ``t`` of the int64
     ``[T, K]`` result weighs code ``t`` given ``codes[:t]``; every entry >= 1. The rows of

@@ -105,7 +105,7 @@ class PriorCheckpoint:
         return IntegerCodePrior.from_state_dict(self.config, self.state)
 
     def integer(self) -> IntegerCodePrior:
-        """The exact integer prior (built once): the :class:`~vqspeech.nn.prior.PmfSource` for coding."""
+        """The exact integer prior (built once): the :class:`~vqspeech.entropy.PmfSource` for coding."""
         return self._integer
 
     @property

@@ -11,9 +11,9 @@ the encoder and the decoder of a token stream must compute *identical* probabili
 machine, or the decoded codes are garbage. Float inference cannot promise that (summation
 order, BLAS, threads and CPU all change the last bits), so every op here is exact integer
 arithmetic: embedding lookup, matrix products, adds, ReLU, arithmetic right shifts, clipping
-and a table lookup standing in for ``exp``. It provides :class:`PmfSource`: unnormalised
+and a table lookup standing in for ``exp``. It provides :class:`~vqspeech.entropy.PmfSource`: unnormalised
 integer probabilities for all positions at once (teacher forced) or one code at a time
-(:class:`PmfStepper`), the two equal exactly.
+(:class:`~vqspeech.entropy.PmfStepper`), the two equal exactly.
 
 Speakers are ids ``0 .. n_speakers - 1``; :data:`UNKNOWN_SPEAKER` (-1) selects the extra
 "unknown speaker" row that training uses for speaker dropout.
@@ -26,7 +26,7 @@ import json
 import math
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -196,42 +196,6 @@ def check_prior_config(config: PriorConfig) -> PriorConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# The protocol entropy coding uses
-
-
-class PmfStepper(Protocol):
-    """Probabilities of one code stream, a code at a time (for decoding a stream)."""
-
-    def weights(self) -> NDArray[np.int64]:
-        """``[K]`` positive unnormalised probabilities of the next code."""
-        ...
-
-    def push(self, code: int) -> None:
-        """Feed the code actually chosen (decoded), moving to the next position."""
-        ...
-
-
-class PmfSource(Protocol):
-    """Integer probabilities of code streams, identical on every machine.
-
-    ``fingerprint``: 16 hex digits over the integer weights and the config, to be stored
-    with anything coded with these probabilities.
-    """
-
-    codebook_size: int
-    fingerprint: str
-
-    def weights(self, codes: NDArray[np.int64], speaker: int) -> NDArray[np.int64]:
-        """Codes ``[T]`` -> ``[T, K]`` positive int64: row ``t`` = unnormalised probabilities of
-        code ``t`` given ``codes[:t]`` (all rows at once, teacher forced)."""
-        ...
-
-    def stepper(self, speaker: int) -> PmfStepper:
-        """A fresh stepper at position 0 whose rows equal :meth:`weights`' exactly."""
-        ...
-
-
-# --------------------------------------------------------------------------------------------
 # The integer model
 
 #: Fractional bits of activations: a real value ``a`` is held as the integer ``round(a * 2**12)``.
@@ -323,7 +287,7 @@ def _quantize_bias(b: NDArray[np.float32], scale_bits: int) -> NDArray[np.int64]
 
 
 class IntegerCodePrior:
-    """:class:`CodePrior` in exact integer arithmetic (numpy only): a :class:`PmfSource`.
+    """:class:`CodePrior` in exact integer arithmetic (numpy only): a :class:`~vqspeech.entropy.PmfSource`.
 
     Activations are integers at scale ``2**ACT_BITS``, clipped to ``±act_limit`` (so every
     matrix product stays exact); each layer's weights are 16-bit integers at its own
@@ -559,7 +523,7 @@ def _act_limit(config: PriorConfig) -> int:
 
 
 class IntegerStepper:
-    """:class:`PmfStepper` of an :class:`IntegerCodePrior`: ring buffers of integer activations.
+    """The :class:`~vqspeech.entropy.PmfStepper` of an :class:`IntegerCodePrior`: integer ring buffers.
 
     Layer ``i`` keeps its last ``(kernel_size - 1) * dilation + 1`` inputs, so each code costs
     one pass through the layers. Rows equal :meth:`IntegerCodePrior.weights`' exactly.

@@ -1,19 +1,24 @@
-"""Writing our own text outputs (reports, JSON) so that a reader never sees half a file."""
+"""Writing our own outputs (reports, JSON, pictures) so that a reader never sees half a file."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from vqspeech.errors import OutputError
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, what: str = "file") -> Path:
-    """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder and a rename.
+def write_atomic(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], what: str = "file"
+) -> Path:
+    """Call ``write(handle)`` on a temp file in ``path``'s folder, then rename it to ``path``.
 
     The folder is created; the file gets mode 0644 (``mkstemp`` makes 0600, and these files
-    are for reading and sharing). OS errors become :class:`OutputError` naming ``what``.
+    are for reading and sharing). OS errors become :class:`OutputError` naming ``what``; the
+    temp file never outlives a failure.
     """
     target = Path(path)
     tmp: Path | None = None
@@ -21,8 +26,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str = "file
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         tmp = Path(name)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
         tmp = None
@@ -34,3 +39,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str = "file
         if tmp is not None:
             tmp.unlink(missing_ok=True)
     return target
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, what: str = "file") -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`write_atomic`)."""
+    data = text.encode("utf-8")
+    return write_atomic(path, lambda handle: handle.write(data), what)

@@ -7,11 +7,8 @@ matplotlib (the optional ``[train]`` extra); without it :func:`write_gif` raises
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -19,6 +16,7 @@ import numpy as np
 import torch
 
 from vqspeech.errors import OutputError
+from vqspeech.files import write_atomic
 
 
 def image_grid(
@@ -66,7 +64,7 @@ def png_bytes(picture: np.ndarray) -> bytes:
 def write_png(path: str | Path, picture: np.ndarray) -> Path:
     """Write ``[H, W, 3]`` uint8 as a PNG, atomically."""
     data = png_bytes(picture)
-    return _write_atomic(Path(path), lambda handle: handle.write(data), "PNG")
+    return write_atomic(Path(path), lambda handle: handle.write(data), "PNG")
 
 
 def write_gif(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float = 8.0, scale: int = 1) -> Path:
@@ -89,25 +87,4 @@ def write_gif(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float = 
             handle, format="GIF", save_all=True, append_images=pictures[1:], duration=duration, loop=0
         )
 
-    return _write_atomic(Path(path), save, "GIF")
-
-
-def _write_atomic(target: Path, write: Callable[[IO[bytes]], object], what: str) -> Path:
-    tmp: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        tmp = Path(name)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-        tmp = None
-    except OSError as exc:
-        raise OutputError(
-            f"{target}: cannot write the {what} ({exc.strerror or exc}); check the folder"
-        ) from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-    return target
+    return write_atomic(Path(path), save, "GIF")

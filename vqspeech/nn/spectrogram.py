@@ -11,6 +11,11 @@ Architecture: a (strided) conv over ``z_q`` to ``channels``, then non-causal dil
 (all codes are known when decoding), each modulated by the speaker vector (FiLM: per-channel
 scale and shift), and a 1x1 to ``n_fft // 2 + 1`` log magnitudes. FiLM rather than an
 additive bias because a voice changes the spectral envelope multiplicatively.
+
+With an envelope map (``SpeakerEncoderConfig.envelope``, issue #7 experiment), the last
+``envelope.shape[1]`` entries of the speaker vector are a measured spectral envelope; it is
+mapped to log magnitudes per bin by that fixed matrix, scaled by a learned per-bin gain
+(initially 1) and added to the output, so the network learns the speaker-normalised residual.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from vqspeech.vocoder import griffin_lim, stft_magnitude
 
 #: Floor of the magnitudes before the log (about -100 dB): silence stays finite.
 LOG_FLOOR = 1e-5
+#: Ceiling of predicted log magnitudes before ``exp`` in the log-mel loss (about +170 dB; real
+#: frames stay below ~5): one early spike of the untrained decoder (seen at ~2500) must not
+#: overflow to inf and turn every weight into NaN. Never reached in a healthy run, so it
+#: changes no result there.
+LOG_CEILING = 20.0
 
 
 class _FiLMBlock(nn.Module):
@@ -51,7 +61,13 @@ class SpectrogramDecoder(nn.Module):
     """
 
     def __init__(
-        self, config: SpectrogramConfig, cond_dim: int, speaker_dim: int, hop_length: int, sample_rate: int
+        self,
+        config: SpectrogramConfig,
+        cond_dim: int,
+        speaker_dim: int,
+        hop_length: int,
+        sample_rate: int,
+        envelope: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -66,6 +82,11 @@ class SpectrogramDecoder(nn.Module):
             _FiLMBlock(c, config.kernel_size, d, speaker_dim) for d in config.dilations
         )
         self.out = nn.Conv1d(c, config.n_fft // 2 + 1, 1)
+        self.envelope_gain: nn.Parameter | None = None
+        if envelope is not None:
+            # not persistent: a fixed function of the config, rebuilt on load (weights unchanged)
+            self.register_buffer("envelope_map", envelope.float(), persistent=False)
+            self.envelope_gain = nn.Parameter(torch.ones(config.n_fft // 2 + 1))
 
     @property
     def context_frames(self) -> int:
@@ -81,7 +102,13 @@ class SpectrogramDecoder(nn.Module):
         x = self.inp(z_q)
         for block in self.blocks:
             x = block(x, speaker)
-        return self.out(F.gelu(x))
+        out = self.out(F.gelu(x))
+        if self.envelope_gain is None:
+            return out
+        envelope_map: Tensor = self.envelope_map  # type: ignore[assignment]
+        coeffs = speaker[:, -envelope_map.shape[1] :].to(envelope_map.dtype)
+        envelope = coeffs @ envelope_map.T * self.envelope_gain  # [B, bins]
+        return out + envelope.to(out.dtype)[:, :, None]
 
     def target(self, audio: Tensor) -> Tensor:
         """Log magnitudes ``[B, bins, ceil(F / stride)]`` of audio ``[B, F * hop_length]`` (training target).
@@ -102,7 +129,7 @@ class SpectrogramDecoder(nn.Module):
 
     def _log_mel(self, log_magnitude: Tensor) -> Tensor:
         basis = mel_basis(self.sample_rate, self.config.n_fft, self.config.n_mels, 0.0, None)
-        mel = basis.to(log_magnitude.device) @ log_magnitude.float().exp()
+        mel = basis.to(log_magnitude.device) @ log_magnitude.float().clamp(max=LOG_CEILING).exp()
         return torch.log(mel.clamp(min=LOG_FLOOR))
 
     def vocode(

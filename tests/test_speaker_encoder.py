@@ -108,6 +108,46 @@ def test_training_batches_carry_a_reference_from_another_utterance(demo_corpus) 
         assert not own  # never a crop of the utterance being reconstructed
 
 
+def test_envelope_off_changes_nothing_and_on_the_decoder_adds_the_references_envelope() -> None:
+    spectrogram = [*SPEAKER_ENCODER, "model.decoders=[spectrogram]"]
+    off = tiny_recipe(3, *spectrogram)
+    assert not off.model.speaker_encoder.envelope
+    torch.manual_seed(0)
+    state = VQVAE(off.model).state_dict()
+    saved = to_dict(off)["model"]
+    del saved["speaker_encoder"]["envelope"]  # a checkpoint written before the flag existed
+    digest = hashlib.sha256(json.dumps(saved, sort_keys=True).encode())
+    for name in sorted(state):
+        tensor = state[name].contiguous()
+        digest.update(name.encode() + str(tensor.dtype).encode() + tensor.view(torch.uint8).numpy().tobytes())
+    assert model_fingerprint(off, state) == digest.hexdigest()[:16]
+    assert not any("envelope" in name for name in state)
+
+    torch.manual_seed(0)
+    model = VQVAE(tiny_recipe(3, *spectrogram, "model.speaker_encoder.envelope=true").model).eval()
+    e = model.envelope_dims
+    assert e == 4 and model.speaker_vector(torch.tensor([0, 1, 2]))[:, -e:].abs().max() == 0  # flat at first
+    films = [m for m in model.spectrogram_decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert films
+    for film in films:  # the FiLM layers: leave only the envelope path to the voice
+        torch.nn.init.zeros_(film.weight)
+        torch.nn.init.zeros_(film.bias)
+    flat = torch.from_numpy(tone(0.512, seed=3))
+    tilted = torch.cat([flat[:1], flat[1:] - 0.95 * flat[:-1]])  # pre-emphasis: highs up ~+4 (log) vs lows
+    voices = model.encode_speaker(torch.stack([flat, tilted]))
+    assert voices.abs().max() <= 1.0 and voices[1, -e] < voices[0, -e]  # c_1 falls as the highs rise
+    audio = torch.from_numpy(tone(0.256, seed=4))[None].repeat(2, 1)
+    codes = model.encode(audio)
+    log_mag = model.spectrogram_decoder(model.quantizer.lookup(codes), voices)  # [2, bins, F]
+    change = (log_mag[1] - log_mag[0]).mean(dim=1)  # [bins]: the same codes, another voice
+    expected = model.spectrogram_decoder.get_buffer("envelope_map") @ (voices[1, -e:] - voices[0, -e:])
+    assert torch.allclose(change, expected, atol=1e-4)
+    bins = change.shape[0]
+    assert change[-bins // 4 :].mean() - change[: bins // 8].mean() > 1.0  # the tilt comes through
+    trained = model.train()(audio, torch.tensor([0, 1]), reference=torch.stack([flat, tilted]))
+    assert trained.speaker_loss is not None and torch.isfinite(trained.loss)
+
+
 # --------------------------------------------------------------------------------------------
 # Token files
 

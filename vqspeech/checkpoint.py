@@ -95,6 +95,8 @@ class Checkpoint:
 #: "as before": left out of the fingerprint at that value, so older checkpoints (and the token
 #: files they made) keep their fingerprints. Add every new model field here.
 _ADDED_FIELDS: dict[tuple[str, ...], Any] = {
+    # before ("speaker_encoder",), which may delete the whole section
+    ("speaker_encoder", "envelope"): False,
     ("speaker_encoder",): None,  # None: dropped whenever the encoder is off
     ("spectrogram", "frame_stride"): 1,
 }

@@ -187,6 +187,12 @@ class SpeakerEncoderConfig:
     loss that pulls the encoder's vector toward its speaker's table row (the rows themselves
     learn from the decoders only), so the encoder learns the table's space of voices and places
     new voices in it.
+
+    ``envelope`` (an experiment): the last entries of the vector are the reference's measured
+    long-term spectral envelope (cepstral coefficients of its mean log-mel, not learned; see
+    :mod:`vqspeech.nn.speaker`), and the spectrogram decoder adds that envelope, mapped to its
+    STFT bins by a fixed matrix and a learned per-bin gain, to its log magnitudes, so it
+    predicts the speaker-normalised residual and an unseen voice keeps its own envelope.
     """
 
     enabled: bool = False
@@ -200,6 +206,7 @@ class SpeakerEncoderConfig:
     table_prob: float = 0.5
     pull_weight: float = 1.0
     vector_bits: int = 8
+    envelope: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from vqspeech.errors import ConfigError
 from vqspeech.features import mu_law_decode, mu_law_encode
 from vqspeech.nn.encoder import Encoder
 from vqspeech.nn.quantizer import VectorQuantizer
-from vqspeech.nn.speaker import SpeakerEncoder
+from vqspeech.nn.speaker import SpeakerEncoder, envelope_dims, envelope_synthesis
 from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.nn.wavenet import WaveNet
 
@@ -71,6 +71,15 @@ class VQVAE(nn.Module):
             self.speaker_encoder = SpeakerEncoder(
                 config.speaker_encoder, config.speaker_dim, config.sample_rate
             )
+        # last entries of every speaker vector that hold a measured envelope (0: none)
+        self.envelope_dims = envelope_dims(config.speaker_encoder, config.speaker_dim)
+        envelope = None
+        if self.envelope_dims:
+            with torch.no_grad():  # the table's envelopes start flat, not at random shapes
+                self.speaker_embedding.weight[:, -self.envelope_dims :].zero_()
+            envelope = envelope_synthesis(
+                config.speaker_encoder, self.envelope_dims, config.sample_rate, config.spectrogram.n_fft
+            )
         self.decoders = nn.ModuleDict()
         if "wavenet" in config.decoders:
             self.decoders["wavenet"] = WaveNet(
@@ -78,7 +87,7 @@ class VQVAE(nn.Module):
             )
         if "spectrogram" in config.decoders:
             self.decoders["spectrogram"] = SpectrogramDecoder(
-                config.spectrogram, q.dim, config.speaker_dim, config.hop_length, config.sample_rate
+                config.spectrogram, q.dim, config.speaker_dim, config.hop_length, config.sample_rate, envelope
             )
 
     @property
@@ -116,7 +125,14 @@ class VQVAE(nn.Module):
             heard = self.speaker_encoder(reference)
             # The encoder is pulled toward its speaker's table row, never the row toward the
             # encoder: pulling both ways lets the two meet at one point that says nothing.
-            speaker_loss = F.mse_loss(heard, voice.detach())
+            # The measured envelope entries go the other way: they are facts about the
+            # recording, so the table's rows learn them (a per-speaker envelope table).
+            e = self.envelope_dims
+            pulled, target = heard, voice.detach()
+            if e:
+                pulled = torch.cat([heard[:, :-e], voice[:, -e:]], dim=1)
+                target = torch.cat([voice.detach()[:, :-e], heard.detach()[:, -e:]], dim=1)
+            speaker_loss = F.mse_loss(pulled, target)
             if self.training:
                 table_prob = self.config.speaker_encoder.table_prob
                 keep = torch.rand(voice.shape[0], 1, device=voice.device) < table_prob

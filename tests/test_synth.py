@@ -7,6 +7,7 @@ skip, when it cannot be loaded. flite and Festival are optional and tested only 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from vqspeech.data import voices
 from vqspeech.data.corpus import Corpus, open_corpus
 from vqspeech.data.sentences import SENTENCES
-from vqspeech.data.synth import plan_corpus, synthesize_corpus
+from vqspeech.data.synth import plan_corpus, render, synthesize_corpus
 from vqspeech.data.vctk import parse_speaker_info
 from vqspeech.errors import DataError
 from vqspeech_cli.data import app
@@ -94,6 +95,30 @@ def test_voices_differ_in_pitch(demo_corpus: Corpus) -> None:
     female, male = speaker_f0("s01"), speaker_f0("s02")
     assert female > 1.5 * male, (female, male)
     assert 60 < male < 160 and 150 < female < 350
+
+
+def test_vocal_tract_scale_moves_pitch_and_shortens_in_step() -> None:
+    text = "The rainbow is a division of white light into many beautiful colours."
+    voice = voices.ESPEAK_MALE[0]
+    plain = render(text, voice, seed=3)
+    scaled = render(text, replace(voice, tract=1.25), seed=3)
+    # the 50 ms margins do not scale; the speech between them does
+    margin = 2 * int(0.05 * 48000)
+    assert (len(plain) - margin) / (len(scaled) - margin) == pytest.approx(1.25, rel=0.02)
+    assert median_f0(scaled, 48000) / median_f0(plain, 48000) == pytest.approx(1.25, rel=0.06)
+
+
+def test_voices_past_the_catalogue_are_new_timbres() -> None:
+    catalogue = voices.voice_catalogue(("espeak",))
+    many = voices.voices_for(3 * len(catalogue) + 5, ("espeak",))
+    assert many[: len(catalogue)] == catalogue  # small corpora do not change
+    extra = many[len(catalogue) :]
+    assert all(0.86 <= v.tract <= 1.16 and v.tract != 1.0 for v in extra)
+    assert len({(v.name, v.pitch, v.rate, v.tract) for v in many}) == len(many)
+    for base in catalogue:  # one voice's copies get different vocal tracts
+        tracts = [v.tract for v in extra if v.name == base.name]
+        assert len(tracts) >= 2 and min(np.diff(sorted(tracts))) > 0.02, (base.name, tracts)
+    assert "tract=" in extra[0].label and "tract" not in catalogue[0].label
 
 
 def test_same_seed_same_bytes_other_seed_other_corpus(tmp_path: Path, demo_corpus_dir: Path) -> None:

@@ -4,6 +4,9 @@ eSpeak NG comes from the pip package ``espeakng-loader``, which ships ``libespea
 its data; we call its C API through ctypes (``espeak_Initialize`` in synchronous mode, a
 synth callback that collects 16-bit samples at 22050 Hz). Speakers differ by language
 variant (accent), voice variant (formants, breathiness: ``+m3``, ``+f2``), pitch and rate.
+Past the catalogue, voices repeat with a vocal-tract scale (:attr:`Voice.tract`): the
+synthesiser's output is played faster or slower, which moves formants and pitch together
+the way a shorter or longer vocal tract does, so a corpus can have many distinct timbres.
 
 flite (``flite`` binary: voices slt, awb, rms, kal16) and Festival (``festival -b``: kal, ked
 diphone voices) sound closer to real speech; they are used when the binaries and voices
@@ -46,8 +49,12 @@ class Voice:
 
     ``engine`` is ``espeak``, ``flite`` or ``festival``; ``name`` the engine's voice name
     (``en-gb-scotland+m2``, ``slt``, ``kal_diphone``); ``pitch`` and ``rate`` are eSpeak's
-    0-100 base pitch and words per minute (ignored by the other engines). ``gender``,
-    ``accent`` and ``region`` go into ``speaker-info.txt``.
+    0-100 base pitch and words per minute (ignored by the other engines). ``tract`` scales
+    every frequency of the engine's output (formants and pitch; durations by ``1 / tract``):
+    the samples are declared at ``tract`` times the engine's rate, so nothing is computed and
+    any engine can take it. 1.0 is the engine's own voice; 0.87-1.15 spans roughly the
+    spread of adult vocal-tract lengths within a gender. ``gender``, ``accent`` and
+    ``region`` go into ``speaker-info.txt``.
     """
 
     engine: str
@@ -57,13 +64,15 @@ class Voice:
     region: str
     pitch: int = 50
     rate: int = 165
+    tract: float = 1.0
 
     @property
     def label(self) -> str:
         """A short description for ``speaker-info.txt``'s comment column."""
+        scaled = f" tract={self.tract:.3f}" if self.tract != 1.0 else ""
         if self.engine == ESPEAK:
-            return f"espeak {self.name} pitch={self.pitch} rate={self.rate}"
-        return f"{self.engine} {self.name}"
+            return f"espeak {self.name} pitch={self.pitch} rate={self.rate}{scaled}"
+        return f"{self.engine} {self.name}{scaled}"
 
 
 # Ordered so that the first speakers differ most: genders alternate, accents vary.
@@ -155,23 +164,29 @@ def voice_catalogue(engines: tuple[str, ...] | None = None) -> list[Voice]:
 
 
 def voices_for(n_speakers: int, engines: tuple[str, ...] | None = None) -> list[Voice]:
-    """``n_speakers`` distinct voices; past the catalogue, eSpeak voices repeat with new pitch/rate."""
+    """``n_speakers`` distinct voices: the catalogue, then its voices again with new vocal tracts.
+
+    The first ``len(voice_catalogue(engines))`` voices are the catalogue itself (so small
+    corpora do not change). Each later pass over the catalogue gives every voice a vocal-tract
+    scale (:attr:`Voice.tract`, between 0.87 and 1.15, spread so that no two copies of a
+    voice share one) and moves eSpeak's pitch and rate: new timbres, not copies, which is
+    what a speaker encoder needs to learn to generalise (issue 7).
+    """
     catalogue = voice_catalogue(engines)
-    espeak_voices = [v for v in catalogue if v.engine == ESPEAK]
     out = catalogue[:n_speakers]
-    cycle = 1
+    k = 0
     while len(out) < n_speakers:
-        if not espeak_voices:
-            raise DataError(
-                f"only {len(catalogue)} voices without eSpeak; "
-                "ask for fewer speakers or add the espeak engine"
-            )
-        for v in espeak_voices:
-            if len(out) == n_speakers:
-                break
-            shift = 8 * ((cycle + 1) // 2) * (1 if cycle % 2 else -1)
-            out.append(replace(v, pitch=int(np.clip(v.pitch + shift, 0, 99)), rate=v.rate + 10 * cycle))
-        cycle += 1
+        cycle = 1 + k // len(catalogue)
+        v = catalogue[k % len(catalogue)]
+        # Golden-ratio spread over [0, 1) along the catalogue, shifted by sqrt(2) - 1 per pass,
+        # so one voice's copies in successive passes get different tracts.
+        position = ((k % len(catalogue) + 1) * 0.6180339887 + (cycle - 1) * 0.4142135624) % 1.0
+        tract = round(float(2.0 ** (0.4 * (position - 0.5))), 3)  # 0.87 .. 1.15
+        shift = 8 * ((cycle + 1) // 2) * (1 if cycle % 2 else -1)
+        out.append(
+            replace(v, pitch=int(np.clip(v.pitch + shift, 0, 99)), rate=v.rate + 10 * cycle, tract=tract)
+        )
+        k += 1
     return out
 
 
@@ -289,6 +304,12 @@ def synthesize_many(
     seeds its noise generator with ``seeds[i]`` before text ``i``.
     """
     seeds = list(seeds) if seeds is not None else [0] * len(texts)
+    spoken = _synthesize_many(texts, voice, seeds)
+    # The vocal-tract scale: the same samples, declared at a higher or lower rate.
+    return [(audio, round(rate * voice.tract)) for audio, rate in spoken]
+
+
+def _synthesize_many(texts: Sequence[str], voice: Voice, seeds: list[int]) -> list[tuple[np.ndarray, int]]:
     if voice.engine == ESPEAK:
         engine = ESpeak()
         out = []

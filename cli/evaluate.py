@@ -218,6 +218,12 @@ def _table(r: EvalReport) -> Table:
             f"chance {_pct(leak.chance)}; lower is better",
         ),
         (
+            "",
+            "speaker information in one code",
+            f"{leak.token_bits:.2f} bits",
+            f"of {leak.speaker_bits:.2f}; held out; lower is better",
+        ),
+        (
             "speed",
             "decoding",
             f"{r.decode_x_real_time:.1f}x real time",

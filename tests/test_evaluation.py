@@ -31,6 +31,7 @@ from vqspeech.evaluation import (
     pesq_available,
     pesq_wb,
     speaker_features,
+    token_speaker_information,
 )
 
 
@@ -96,6 +97,38 @@ def test_leakage_probe_finds_speaker_identity_only_where_there_is_some(dependent
         assert scores.accuracy >= 0.95
     else:
         assert abs(scores.accuracy - scores.chance) < 0.15
+
+
+def test_token_information_spans_nothing_to_everything_and_is_not_biased_upward() -> None:
+    rng = np.random.default_rng(3)
+    speakers = ["a", "b", "c", "d"]
+
+    def utterances(mix: float, n: int, tokens: int) -> tuple[list[np.ndarray], list[str]]:
+        """Each speaker owns codes 8s..8s+7 and uses them with probability ``mix``, else any of 32."""
+        codes, labels = [], []
+        for s, name in enumerate(speakers):
+            for _ in range(n):
+                own = rng.random(tokens) < mix
+                codes.append(np.where(own, 8 * s + rng.integers(0, 8, tokens), rng.integers(0, 32, tokens)))
+                labels.append(name)
+        return codes, labels
+
+    figures = []
+    for mix in (0.0, 0.5, 1.0):
+        train_codes, train_labels = utterances(mix, 10, 400)
+        test_codes, test_labels = utterances(mix, 5, 400)
+        bits, entropy = token_speaker_information(train_codes, train_labels, test_codes, test_labels, 32)
+        assert entropy == pytest.approx(2.0)  # four speakers, balanced
+        figures.append(bits)
+    nothing, some, everything = figures
+    assert abs(nothing) < 0.02 and 1.9 < everything <= 2.0 and 0.3 < some < 1.7
+    # 512 codes, a few tokens each: the plug-in estimate of I(S; C) would be far above 0 here
+    train_codes = [rng.integers(0, 512, 300) for _ in speakers]
+    test_codes = [rng.integers(0, 512, 300) for _ in speakers]
+    bits, _ = token_speaker_information(train_codes, speakers, test_codes, speakers, 512)
+    assert bits < 0.02
+    with pytest.raises(DataError, match="no training codes"):
+        token_speaker_information(train_codes, speakers, test_codes[:1], ["e"], 512)
 
 
 def test_classifier_needs_two_classes_and_tolerates_missing_features() -> None:

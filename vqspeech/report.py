@@ -282,6 +282,8 @@ _ROWS: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
     ("leakage", "speaker identified from the codes", ("leakage", "accuracy"), "percent",
      "lower means codes carry less speaker identity"),
     ("leakage", "chance", ("leakage", "chance"), "percent", ""),
+    ("leakage", "speaker information in one code", ("leakage", "token_bits"), "bits",
+     "held out; lower is better"),
     ("speed", "decoding speed", ("decode_x_real_time",), "xrt", "x real time"),
 )  # fmt: skip
 

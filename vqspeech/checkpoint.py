@@ -99,6 +99,7 @@ _ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("speaker_encoder", "envelope"): False,
     ("speaker_encoder",): None,  # None: dropped whenever the encoder is off
     ("spectrogram", "frame_stride"): 1,
+    ("code_adversary",): 0.0,
 }
 
 

@@ -230,6 +230,10 @@ class ModelConfig:
     decoder: WaveNetConfig = field(default_factory=WaveNetConfig)
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     speaker_encoder: SpeakerEncoderConfig = field(default_factory=SpeakerEncoderConfig)
+    # Weight of an adversarial per-frame speaker classifier on the quantised latents, through
+    # gradient reversal (vqspeech.nn.adversary): pushes speaker identity out of the codes.
+    # 0 (the default): no classifier, the model is as before.
+    code_adversary: float = 0.0
 
     @property
     def hop_length(self) -> int:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from vqspeech.config import ModelConfig
 from vqspeech.errors import ConfigError
 from vqspeech.features import mu_law_decode, mu_law_encode
+from vqspeech.nn.adversary import CodeSpeakerAdversary
 from vqspeech.nn.encoder import Encoder
 from vqspeech.nn.quantizer import VectorQuantizer
 from vqspeech.nn.speaker import SpeakerEncoder, envelope_dims, envelope_synthesis
@@ -49,6 +50,7 @@ class VQVAEOutput(NamedTuple):
     logits: Tensor | None  # [B, Q, T] WaveNet logits over mu-law classes
     spectrogram: Tensor | None  # [B, n_fft // 2 + 1, F] predicted log magnitudes
     speaker_loss: Tensor | None = None  # speaker encoder vs table vector, mean square (issue #7)
+    adversary_loss: Tensor | None = None  # code speaker classifier's cross-entropy, nats (issue #7)
 
 
 class VQVAE(nn.Module):
@@ -80,6 +82,9 @@ class VQVAE(nn.Module):
             envelope = envelope_synthesis(
                 config.speaker_encoder, self.envelope_dims, config.sample_rate, config.spectrogram.n_fft
             )
+        self.code_adversary: CodeSpeakerAdversary | None = None
+        if config.code_adversary > 0:
+            self.code_adversary = CodeSpeakerAdversary(q.dim, config.n_speakers, config.code_adversary)
         self.decoders = nn.ModuleDict()
         if "wavenet" in config.decoders:
             self.decoders["wavenet"] = WaveNet(
@@ -154,6 +159,12 @@ class VQVAE(nn.Module):
         loss = reconstruction + vq.codebook_loss + vq.commitment_loss
         if speaker_loss is not None:
             loss = loss + self.config.speaker_encoder.pull_weight * speaker_loss
+        adversary_loss = None
+        if self.code_adversary is not None and by_id:
+            # added at weight 1: the classifier learns at full rate; the reversal inside hands
+            # the encoder -code_adversary times its gradient
+            adversary_loss = self.code_adversary(vq.quantized, speaker)
+            loss = loss + adversary_loss
         return VQVAEOutput(
             loss=loss,
             reconstruction_loss=reconstruction,
@@ -167,6 +178,7 @@ class VQVAE(nn.Module):
             logits=logits,
             spectrogram=spectrogram,
             speaker_loss=speaker_loss,
+            adversary_loss=adversary_loss,
         )
 
     def pad(self, audio: Tensor) -> Tensor:

@@ -163,6 +163,8 @@ class SpeechTask:
         }
         if out.speaker_loss is not None:
             terms["speaker_loss"] = out.speaker_loss
+        if out.adversary_loss is not None:
+            terms["adversary_loss"] = out.adversary_loss
         return out.loss, terms
 
     def items(self, batch: Any) -> int:

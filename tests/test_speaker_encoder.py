@@ -14,8 +14,9 @@ import torch
 from helpers import make_checkpoint, tiny_recipe, tone, write_tone
 from typer.testing import CliRunner
 
-from vqspeech.checkpoint import model_fingerprint
-from vqspeech.config import load_recipe, recipe_from_dict, to_dict
+from vqspeech import checkpoint as checkpoint_module
+from vqspeech.checkpoint import load_checkpoint, model_fingerprint
+from vqspeech.config import SpeakerEncoderConfig, load_recipe, recipe_from_dict, to_dict
 from vqspeech.data.batches import StepBatches
 from vqspeech.errors import ConfigError, TokenFormatError
 from vqspeech.inference import Codec, decode_tokens, describe_tokens, encode_file
@@ -70,6 +71,23 @@ def test_off_by_default_and_older_checkpoints_load_with_unchanged_fingerprints()
         load_recipe("demo", ["model.speaker_encoder.vector_bits=0"])
 
 
+def test_an_older_checkpoint_gets_the_as_before_value_of_a_field_it_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_checkpoint(tmp_path / "se.pt", extra=SPEAKER_ENCODER)
+    payload = torch.load(path, weights_only=True)
+    del payload["recipe"]["model"]["speaker_encoder"]["envelope"]  # written before the option
+    torch.save(payload, path)
+    assert not load_checkpoint(path).recipe.model.speaker_encoder.envelope
+    # the value filled in is the "as before" one, not the dataclass default: a later change of
+    # the default (say, to on) cannot turn an option on in a model trained without it
+    as_before = dict(checkpoint_module._ADDED_FIELDS)
+    as_before[("speaker_encoder", "envelope")] = True
+    monkeypatch.setattr(checkpoint_module, "_ADDED_FIELDS", as_before)
+    assert load_checkpoint(path).recipe.model.speaker_encoder.envelope
+    assert not SpeakerEncoderConfig().envelope
+
+
 def test_speaker_vector_is_bounded_deterministic_and_leaves_the_codes_alone() -> None:
     torch.manual_seed(0)
     model = VQVAE(tiny_recipe(3, *SPEAKER_ENCODER).model).eval()
@@ -117,6 +135,7 @@ def test_envelope_off_changes_nothing_and_on_the_decoder_adds_the_references_env
     state = VQVAE(off.model).state_dict()
     saved = to_dict(off)["model"]
     del saved["speaker_encoder"]["envelope"]  # a checkpoint written before the flag existed
+    del saved["code_adversary"]
     digest = hashlib.sha256(json.dumps(saved, sort_keys=True).encode())
     for name in sorted(state):
         tensor = state[name].contiguous()

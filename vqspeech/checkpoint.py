@@ -22,6 +22,7 @@ another kind says what the file is instead of failing on a missing key.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -93,7 +94,9 @@ class Checkpoint:
 
 #: Config fields added after the first checkpoints were written, with the value that means
 #: "as before": left out of the fingerprint at that value, so older checkpoints (and the token
-#: files they made) keep their fingerprints. Add every new model field here.
+#: files they made) keep their fingerprints, and filled in with it when an older checkpoint
+#: lacks them, so a later change of the field's default cannot change an old model. Add every
+#: new model field here.
 _ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     # before ("speaker_encoder",), which may delete the whole section
     ("speaker_encoder", "envelope"): False,
@@ -101,6 +104,26 @@ _ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("spectrogram", "frame_stride"): 1,
     ("code_adversary",): 0.0,
 }
+
+
+def _as_before(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved recipe with every :data:`_ADDED_FIELDS` entry it lacks set to its "as before" value.
+
+    Sections that are missing altogether (``None`` entries) are left to their defaults, which
+    mean "off". The input is not modified.
+    """
+    recipe = copy.deepcopy(saved)
+    model = recipe.get("model")
+    if not isinstance(model, dict):
+        return recipe
+    for path, neutral in _ADDED_FIELDS.items():
+        *parents, name = path
+        node = model
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if neutral is not None and isinstance(node, dict) and name not in node:
+            node[name] = neutral
+    return recipe
 
 
 def model_fingerprint(recipe: Recipe, model_state: dict[str, Tensor]) -> str:
@@ -215,8 +238,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def checkpoint_from_payload(payload: dict[str, Any], path: Path) -> Checkpoint:
     """A speech VQ-VAE :class:`Checkpoint` from a payload :func:`load_payload` returned."""
     try:
-        recipe = recipe_from_dict(payload["recipe"])
-    except (ConfigError, KeyError, TypeError) as exc:
+        recipe = recipe_from_dict(_as_before(payload["recipe"]))
+    except (ConfigError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: saved recipe is invalid ({exc})") from None
     return Checkpoint(
         recipe=recipe,

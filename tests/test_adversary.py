@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_recipe, tone
+from helpers import make_checkpoint, tiny_recipe, tone
 
+from vqspeech.inference import Codec
 from vqspeech.model import VQVAE
 from vqspeech.nn.adversary import CodeSpeakerAdversary, reverse_gradient
 
@@ -79,6 +82,15 @@ def test_a_few_adversarial_steps_make_the_codes_harder_to_tell_apart() -> None:
         model(audio, speaker).adversary_loss.backward()
         body.step()
     assert classifier_loss() > before + 0.05, (before, classifier_loss())
+
+
+def test_a_checkpoint_with_an_adversary_loads_encodes_and_keeps_its_fingerprint(tmp_path: Path) -> None:
+    path = make_checkpoint(tmp_path / "adv.pt", extra=["model.code_adversary=0.3"])
+    codec = Codec.load(path)  # the classifier's batch-norm counter is a 0-d buffer
+    assert codec.model.code_adversary is not None
+    assert Codec.load(path).fingerprint == codec.fingerprint and len(codec.fingerprint) == 16
+    codes = codec.encode_audio(tone(0.256, f0=150))
+    assert codes.shape == (1, 64)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -148,7 +148,7 @@ def model_fingerprint(recipe: Recipe, model_state: dict[str, Tensor]) -> str:
         tensor = model_state[name].detach().cpu().contiguous()
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:16]
 
 

@@ -14,7 +14,6 @@ import torch
 from helpers import make_checkpoint, tiny_recipe, tone, write_tone
 from typer.testing import CliRunner
 
-from vqspeech import checkpoint as checkpoint_module
 from vqspeech.checkpoint import load_checkpoint, model_fingerprint
 from vqspeech.config import SpeakerEncoderConfig, load_recipe, recipe_from_dict, to_dict
 from vqspeech.data.batches import StepBatches
@@ -71,21 +70,22 @@ def test_off_by_default_and_older_checkpoints_load_with_unchanged_fingerprints()
         load_recipe("demo", ["model.speaker_encoder.vector_bits=0"])
 
 
-def test_an_older_checkpoint_gets_the_as_before_value_of_a_field_it_lacks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_older_checkpoint_gets_the_as_before_value_of_a_field_it_lacks(tmp_path: Path) -> None:
     path = make_checkpoint(tmp_path / "se.pt", extra=SPEAKER_ENCODER)
     payload = torch.load(path, weights_only=True)
+    assert payload["recipe"]["model"]["speaker_encoder"]["envelope"]  # today's default: on
+    fingerprint = load_checkpoint(path).fingerprint
     del payload["recipe"]["model"]["speaker_encoder"]["envelope"]  # written before the option
+    payload["model"] = VQVAE(
+        tiny_recipe(3, *SPEAKER_ENCODER, "model.speaker_encoder.envelope=false").model
+    ).state_dict()
     torch.save(payload, path)
-    assert not load_checkpoint(path).recipe.model.speaker_encoder.envelope
-    # the value filled in is the "as before" one, not the dataclass default: a later change of
-    # the default (say, to on) cannot turn an option on in a model trained without it
-    as_before = dict(checkpoint_module._ADDED_FIELDS)
-    as_before[("speaker_encoder", "envelope")] = True
-    monkeypatch.setattr(checkpoint_module, "_ADDED_FIELDS", as_before)
-    assert load_checkpoint(path).recipe.model.speaker_encoder.envelope
-    assert not SpeakerEncoderConfig().envelope
+    # the value filled in is the "as before" one (off), not the dataclass default (on): a model
+    # trained without the envelope must not be decoded as if it had one
+    old = load_checkpoint(path)
+    assert SpeakerEncoderConfig().envelope and not old.recipe.model.speaker_encoder.envelope
+    assert old.fingerprint != fingerprint
+    Codec.load(path)  # and it builds and loads
 
 
 def test_speaker_vector_is_bounded_deterministic_and_leaves_the_codes_alone() -> None:
@@ -129,7 +129,7 @@ def test_training_batches_carry_a_reference_from_another_utterance(demo_corpus) 
 
 def test_envelope_off_changes_nothing_and_on_the_decoder_adds_the_references_envelope() -> None:
     spectrogram = [*SPEAKER_ENCODER, "model.decoders=[spectrogram]"]
-    off = tiny_recipe(3, *spectrogram)
+    off = tiny_recipe(3, *spectrogram, "model.speaker_encoder.envelope=false")
     assert not off.model.speaker_encoder.envelope
     torch.manual_seed(0)
     state = VQVAE(off.model).state_dict()
@@ -147,6 +147,7 @@ def test_envelope_off_changes_nothing_and_on_the_decoder_adds_the_references_env
     model = VQVAE(tiny_recipe(3, *spectrogram, "model.speaker_encoder.envelope=true").model).eval()
     e = model.envelope_dims
     assert e == 4 and model.speaker_vector(torch.tensor([0, 1, 2]))[:, -e:].abs().max() == 0  # flat at first
+    assert tiny_recipe(3, *spectrogram).model.speaker_encoder.envelope  # on by default
     films = [m for m in model.spectrogram_decoder.modules() if isinstance(m, torch.nn.Linear)]
     assert films
     for film in films:  # the FiLM layers: leave only the envelope path to the voice

@@ -188,11 +188,15 @@ class SpeakerEncoderConfig:
     learn from the decoders only), so the encoder learns the table's space of voices and places
     new voices in it.
 
-    ``envelope`` (an experiment): the last entries of the vector are the reference's measured
-    long-term spectral envelope (cepstral coefficients of its mean log-mel, not learned; see
-    :mod:`vqspeech.nn.speaker`), and the spectrogram decoder adds that envelope, mapped to its
-    STFT bins by a fixed matrix and a learned per-bin gain, to its log magnitudes, so it
-    predicts the speaker-normalised residual and an unseen voice keeps its own envelope.
+    ``envelope`` (on by default since it was measured): the last entries of the vector are the
+    reference's measured long-term spectral envelope (cepstral coefficients of its mean
+    log-mel, not learned; see :mod:`vqspeech.nn.speaker`), and the spectrogram decoder adds
+    that envelope, mapped to its STFT bins by a fixed matrix and a learned per-bin gain, to its
+    log magnitudes, so it predicts the speaker-normalised residual and an unseen voice keeps
+    its own envelope. Measured on 48 synthetic voices (40 trained, 8 never heard), 600 steps:
+    unseen speakers' reconstructions heard as themselves 0 % without it, 69 % with it (two
+    seeds), zero-shot conversions heard as the target 0 % -> 69-75 %, same STOI. Models
+    trained before the option existed load with it off.
     """
 
     enabled: bool = False
@@ -206,7 +210,7 @@ class SpeakerEncoderConfig:
     table_prob: float = 0.5
     pull_weight: float = 1.0
     vector_bits: int = 8
-    envelope: bool = False
+    envelope: bool = True
 
 
 @dataclass(frozen=True)

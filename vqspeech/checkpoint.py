@@ -118,7 +118,7 @@ def _as_before(saved: dict[str, Any]) -> dict[str, Any]:
         return recipe
     for path, neutral in _ADDED_FIELDS.items():
         *parents, name = path
-        node = model
+        node: Any = model
         for key in parents:
             node = node.get(key) if isinstance(node, dict) else None
         if neutral is not None and isinstance(node, dict) and name not in node:

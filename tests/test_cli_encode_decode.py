@@ -358,3 +358,18 @@ def test_decoder_family_option(tmp_path: Path, ckpt: Path) -> None:
     code, _, err, _ = run("convert", wav, "-m", ckpt, "-s", "s01", "--decoder", "spectrogram")
     assert code == 1
     assert err.strip() == "error: this model has no spectrogram decoder; it decodes with: wavenet"
+
+
+def test_outputs_get_the_mode_open_would_give_not_mkstemps_private_0600(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    wanted = 0o666 & ~umask  # what open() makes: 0644 under the usual umask 022
+    ckpt = make_checkpoint(tmp_path / "model.pt")
+    wav = write_tone(tmp_path / SPEAKERS[0] / "x.wav", 0.2)  # the folder names a known speaker
+    jsonl = ("-f", "jsonl")
+    assert run("encode", wav, "-m", ckpt, "-o", tmp_path / "x.vqt", "-q")[0] == 0
+    assert run("encode", wav, "-m", ckpt, "-o", tmp_path / "x.jsonl", *jsonl, "-q")[0] == 0
+    assert run("decode", tmp_path / "x.vqt", "-m", ckpt, "-o", tmp_path / "x.wav", "-q")[0] == 0
+    assert run("convert", wav, "-m", ckpt, "-s", SPEAKERS[1], "-o", tmp_path / "y.flac", "-q")[0] == 0
+    for name in ("model.pt", "x.vqt", "x.jsonl", "x.wav", "y.flac"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == wanted, name

@@ -24,6 +24,7 @@ import soundfile as sf
 import soxr
 
 from vqspeech.errors import AudioError
+from vqspeech.files import make_readable
 
 #: What :func:`load_audio` and :func:`save_audio` accept: a path or a binary file object.
 AudioTarget = str | os.PathLike[str] | BinaryIO
@@ -166,6 +167,7 @@ def save_audio(
     try:
         with os.fdopen(fd, "wb") as handle:
             _write(handle, samples, sample_rate, fmt, subtype or default_subtype)
+        make_readable(tmp_name)
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):

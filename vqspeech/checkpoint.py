@@ -37,6 +37,7 @@ from torch import Tensor
 from vqspeech import __version__
 from vqspeech.config import Recipe, recipe_from_dict, to_dict
 from vqspeech.errors import CheckpointError, ConfigError
+from vqspeech.files import make_readable
 from vqspeech.model import VQVAE
 
 CHECKPOINT_FORMAT = "vqspeech-checkpoint"
@@ -168,6 +169,7 @@ def save_payload(path: str | Path, payload: dict[str, Any]) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(full, handle)
+        make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -11,13 +12,31 @@ from typing import IO
 from vqspeech.errors import OutputError
 
 
+@functools.cache
+def _umask() -> int:
+    # os.umask can only be read by setting it; 022 in between, so a file another thread
+    # creates at that instant gets the usual mode rather than a world-writable one
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_readable(path: str | os.PathLike[str]) -> None:
+    """Give a finished temp file the mode ``open()`` would have: 0666 less the umask.
+
+    ``mkstemp`` makes files 0600, private to whoever wrote them: a surprise for checkpoints,
+    audio and token files that are meant to be shared. Call it before the rename.
+    """
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def write_atomic(
     path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], what: str = "file"
 ) -> Path:
     """Call ``write(handle)`` on a temp file in ``path``'s folder, then rename it to ``path``.
 
-    The folder is created; the file gets mode 0644 (``mkstemp`` makes 0600, and these files
-    are for reading and sharing). OS errors become :class:`OutputError` naming ``what``; the
+    The folder is created; the file gets the mode ``open()`` would give it (see
+    :func:`make_readable`). OS errors become :class:`OutputError` naming ``what``; the
     temp file never outlives a failure.
     """
     target = Path(path)
@@ -28,7 +47,7 @@ def write_atomic(
         tmp = Path(name)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
-        os.chmod(tmp, 0o644)
+        make_readable(tmp)
         os.replace(tmp, target)
         tmp = None
     except OSError as exc:

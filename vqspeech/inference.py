@@ -65,6 +65,7 @@ from vqspeech.errors import (
     TokenFormatError,
     VQSpeechError,
 )
+from vqspeech.files import make_readable
 from vqspeech.model import VQVAE
 from vqspeech.tokens import (
     MAGIC,
@@ -941,6 +942,7 @@ def _output(target: str | os.PathLike[str] | BinaryIO, overwrite: bool) -> Itera
     try:
         yield tmp
         if path is not None:
+            make_readable(tmp)
             os.replace(tmp, path)
         elif stream is not None:
             with open(tmp, "rb") as handle:
@@ -984,6 +986,7 @@ class _JsonlSink:
         self._handle.close()
         try:
             if ok and self._count:
+                make_readable(self._tmp)
                 os.replace(self._tmp, self._path)
         except OSError as exc:
             raise OutputError(f"{self._path}: cannot write ({exc.strerror or exc})") from None

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from vqspeech.features import log_mel_spectrogram
+from vqspeech.files import make_readable
 
 
 def _pyplot() -> Any:
@@ -76,6 +77,7 @@ def save_spectrograms(path: str | Path, audio: Mapping[str, np.ndarray], sample_
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        make_readable(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

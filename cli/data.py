@@ -55,7 +55,9 @@ def synth(
     """Synthesise a multi-speaker demo corpus in the VCTK 0.92 layout (48 kHz FLAC, txt/, speaker-info.txt).
 
     Voices come from eSpeak NG (pip package espeakng-loader), plus flite and Festival voices when
-    those programs are installed. Train on it with: vqspeech train demo --data OUT_DIR
+    those programs are installed; past those (16 to 21 of them), they come back with other
+    vocal-tract lengths, so --speakers 48 gives 48 distinct timbres. Train on it with:
+    vqspeech train demo --data OUT_DIR (or recipes/speech/voices.yaml for unseen voices)
     """
     bar = ProgressBar(quiet, "synth")
     with boundary():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from vqspeech.data.batches import StepBatches
 from vqspeech.errors import ConfigError, TokenFormatError
 from vqspeech.inference import Codec, decode_tokens, describe_tokens, encode_file
 from vqspeech.model import VQVAE
+from vqspeech.nn.speaker import PITCH_CENTRE, PITCH_OCTAVES, log2_f0_sums
 from vqspeech.tokens import SPEAKER_VECTOR_KEY, SpeakerVector, TokenFile, TokenHeader, dumps, loads
 from vqspeech_cli.main import app
 
@@ -135,6 +137,7 @@ def test_envelope_off_changes_nothing_and_on_the_decoder_adds_the_references_env
     state = VQVAE(off.model).state_dict()
     saved = to_dict(off)["model"]
     del saved["speaker_encoder"]["envelope"]  # a checkpoint written before the flag existed
+    del saved["speaker_encoder"]["pitch"]
     del saved["code_adversary"]
     digest = hashlib.sha256(json.dumps(saved, sort_keys=True).encode())
     for name in sorted(state):
@@ -171,6 +174,34 @@ def test_envelope_off_changes_nothing_and_on_the_decoder_adds_the_references_env
 
 # --------------------------------------------------------------------------------------------
 # Token files
+
+
+@pytest.mark.parametrize("f0", [65.0, 110.0, 180.0, 260.0, 390.0])
+def test_yin_pitch_finds_the_fundamental_of_a_voice_like_tone(f0: float) -> None:
+    audio = torch.from_numpy(np.stack([tone(0.5, f0=f0, seed=1), np.zeros(8000, np.float32)]))
+    voiced, log2_f0 = log2_f0_sums(audio, 16000, 160)
+    assert voiced[0] >= 40 and voiced[1] == 0  # ~47 frames of tone; silence is never voiced
+    assert float(2 ** (log2_f0[0] / voiced[0])) == pytest.approx(f0, rel=0.01)
+
+
+def test_the_pitch_entry_is_measured_and_an_octave_apart_for_voices_an_octave_apart() -> None:
+    torch.manual_seed(0)
+    recipe = tiny_recipe(3, *SPEAKER_ENCODER, "model.speaker_encoder.pitch=true")
+    model = VQVAE(recipe.model).eval()
+    assert model.measured_dims == model.envelope_dims + 1 == 5
+    assert model.speaker_vector(torch.tensor([0, 1, 2]))[:, -5:].abs().max() == 0  # table: neutral
+    low, high = tone(0.5, f0=110, seed=2), tone(0.5, f0=220, seed=3)
+    voices = model.encode_speaker(torch.from_numpy(np.stack([low, high, np.zeros_like(low)])))
+    pitch = voices[:, -5]  # just before the four envelope entries
+    assert float(pitch[1] - pitch[0]) == pytest.approx(1.0 / PITCH_OCTAVES, abs=0.01)
+    assert float(pitch[0]) == pytest.approx(math.log2(110 / PITCH_CENTRE) / PITCH_OCTAVES, abs=0.01)
+    assert pitch[2] == 0  # nothing voiced: the centre
+    # a long recording, read in chunks, gives the pitch of the whole
+    long = torch.from_numpy(np.concatenate([low] * 6))[None]
+    assert model.speaker_encoder is not None
+    with torch.no_grad():
+        chunked = model.speaker_encoder(long, chunk_samples=16000)
+    assert float(chunked[0, -5]) == pytest.approx(float(pitch[0]), abs=0.01)
 
 
 def test_header_vector_round_trips_bit_exactly_and_counts_in_the_bitrate(tmp_path: Path) -> None:

@@ -101,6 +101,7 @@ class Checkpoint:
 _ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     # before ("speaker_encoder",), which may delete the whole section
     ("speaker_encoder", "envelope"): False,
+    ("speaker_encoder", "pitch"): False,
     ("speaker_encoder",): None,  # None: dropped whenever the encoder is off
     ("spectrogram", "frame_stride"): 1,
     ("code_adversary",): 0.0,

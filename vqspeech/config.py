@@ -197,6 +197,9 @@ class SpeakerEncoderConfig:
     unseen speakers' reconstructions heard as themselves 0 % without it, 60-65 % with it (two
     seeds, 48 each), zero-shot conversions heard as the target 0 % -> 62-65 %, same STOI.
     Models trained before the option existed load with it off.
+
+    ``pitch`` (an experiment): one more measured entry, just before the envelope: the
+    reference's mean log2 F0 over voiced frames (YIN; see :mod:`vqspeech.nn.speaker`).
     """
 
     enabled: bool = False
@@ -211,6 +214,7 @@ class SpeakerEncoderConfig:
     pull_weight: float = 1.0
     vector_bits: int = 8
     envelope: bool = True
+    pitch: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from vqspeech.features import mu_law_decode, mu_law_encode
 from vqspeech.nn.adversary import CodeSpeakerAdversary
 from vqspeech.nn.encoder import Encoder
 from vqspeech.nn.quantizer import VectorQuantizer
-from vqspeech.nn.speaker import SpeakerEncoder, envelope_dims, envelope_synthesis
+from vqspeech.nn.speaker import SpeakerEncoder, envelope_dims, envelope_synthesis, measured_dims
 from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.nn.wavenet import WaveNet
 
@@ -73,12 +73,15 @@ class VQVAE(nn.Module):
             self.speaker_encoder = SpeakerEncoder(
                 config.speaker_encoder, config.speaker_dim, config.sample_rate
             )
-        # last entries of every speaker vector that hold a measured envelope (0: none)
+        # last entries of every speaker vector that hold a measured envelope (0: none), and
+        # all the measured ones (pitch, then envelope)
         self.envelope_dims = envelope_dims(config.speaker_encoder, config.speaker_dim)
+        self.measured_dims = measured_dims(config.speaker_encoder, config.speaker_dim)
+        if self.measured_dims:
+            with torch.no_grad():  # the table's measurements start neutral, not at random values
+                self.speaker_embedding.weight[:, -self.measured_dims :].zero_()
         envelope = None
         if self.envelope_dims:
-            with torch.no_grad():  # the table's envelopes start flat, not at random shapes
-                self.speaker_embedding.weight[:, -self.envelope_dims :].zero_()
             envelope = envelope_synthesis(
                 config.speaker_encoder, self.envelope_dims, config.sample_rate, config.spectrogram.n_fft
             )
@@ -130,9 +133,9 @@ class VQVAE(nn.Module):
             heard = self.speaker_encoder(reference)
             # The encoder is pulled toward its speaker's table row, never the row toward the
             # encoder: pulling both ways lets the two meet at one point that says nothing.
-            # The measured envelope entries go the other way: they are facts about the
-            # recording, so the table's rows learn them (a per-speaker envelope table).
-            e = self.envelope_dims
+            # The measured entries (envelope, pitch) go the other way: they are facts about
+            # the recording, so the table's rows learn them (a per-speaker measurement table).
+            e = self.measured_dims
             pulled, target = heard, voice.detach()
             if e:
                 pulled = torch.cat([heard[:, :-e], voice[:, -e:]], dim=1)

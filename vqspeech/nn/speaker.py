@@ -43,9 +43,85 @@ ENVELOPE_COEFFS = 16
 ENVELOPE_SCALE = 12.0
 
 
+#: The measured pitch entry: (mean log2 F0 over voiced frames - log2 PITCH_CENTRE) / PITCH_OCTAVES,
+#: clipped to [-1, 1], so 57-453 Hz fit and 8 bits resolve a seventh of a semitone.
+PITCH_CENTRE = 160.0
+PITCH_OCTAVES = 1.5
+#: YIN's threshold on the cumulative-mean-normalised difference (de Cheveigne and Kawahara 2002).
+YIN_THRESHOLD = 0.15
+#: Frames whose best normalised difference stays above this are not voiced.
+VOICED_MAX = 0.35
+
+
 def envelope_dims(config: SpeakerEncoderConfig, speaker_dim: int) -> int:
     """Entries of a ``speaker_dim`` vector that hold the measured envelope (0 unless ``config.envelope``)."""
     return min(ENVELOPE_COEFFS, speaker_dim // 2) if config.enabled and config.envelope else 0
+
+
+def measured_dims(config: SpeakerEncoderConfig, speaker_dim: int) -> int:
+    """Entries at the end of a speaker vector that are measured, not learned: the pitch entry
+    (``config.pitch``) and then the envelope (:func:`envelope_dims`)."""
+    pitch = 1 if config.enabled and config.pitch else 0
+    return envelope_dims(config, speaker_dim) + pitch
+
+
+def log2_f0_sums(
+    audio: Tensor, sample_rate: int, hop_length: int, fmin: float = 60.0, fmax: float = 400.0
+) -> tuple[Tensor, Tensor]:
+    """Voiced frames ``[B]`` and the sum of their log2 F0 ``[B]`` (Hz) in audio ``[B, T]``.
+
+    YIN in torch, batched: frames of ``2W`` samples (``W`` = one period of ``fmin``) every
+    ``hop_length``; the difference function ``d(tau) = sum_j (x_j - x_{j+tau})^2`` over the first
+    ``W`` samples, from an FFT cross-correlation and running energies; its cumulative-mean
+    normalisation; the first lag in ``[sr / fmax, W]`` below :data:`YIN_THRESHOLD` (else the
+    smallest), refined by a parabola. A frame counts when it is loud (within 40 dB of the
+    loudest) and periodic (normalised difference below :data:`VOICED_MAX`). Sums, so chunks
+    of a long recording add up. No gradient: a measurement.
+    """
+    with torch.no_grad():
+        audio = audio.float()
+        w = math.ceil(sample_rate / fmin)
+        frame = 2 * w
+        if audio.shape[-1] < frame:
+            audio = F.pad(audio, (0, frame - audio.shape[-1]))
+        x = audio.unfold(-1, frame, hop_length)  # [B, N, 2W]
+        x = x - x.mean(dim=-1, keepdim=True)
+        n_fft = 1 << (2 * frame - 1).bit_length()
+        head = torch.fft.rfft(x[..., :w], n=n_fft)
+        whole = torch.fft.rfft(x, n=n_fft)
+        r = torch.fft.irfft(head.conj() * whole, n=n_fft)[..., : w + 1]  # [B, N, W+1]: sum x_j x_{j+tau}
+        squares = F.pad(x.square().cumsum(dim=-1), (1, 0))  # [B, N, 2W+1]
+        e0 = squares[..., w : w + 1]  # energy of x_0..x_{W-1}
+        lags = torch.arange(w + 1, device=audio.device)
+        e_tau = squares[..., lags + w] - squares[..., lags]  # energy of x_tau..x_{tau+W-1}
+        d = (e0 + e_tau - 2 * r).clamp(min=0.0)
+        running = d[..., 1:].cumsum(dim=-1) / lags[1:]
+        cmnd = torch.cat([torch.ones_like(d[..., :1]), d[..., 1:] / running.clamp(min=1e-12)], dim=-1)
+        lo = max(2, math.floor(sample_rate / fmax))
+        window = cmnd[..., lo:w]  # [B, N, W - lo]
+        below = window < YIN_THRESHOLD
+        # YIN takes the first dip below the threshold, then walks down to its local minimum
+        first = torch.where(below.any(dim=-1), below.float().argmax(dim=-1), window.argmin(dim=-1))
+        idx = first.clone()
+        for _ in range(window.shape[-1]):  # downhill to the dip's bottom (low voices: wide dips)
+            nxt = (idx + 1).clamp(max=window.shape[-1] - 1)
+            step = window.gather(-1, nxt[..., None])[..., 0] < window.gather(-1, idx[..., None])[..., 0]
+            if not step.any():
+                break
+            idx = torch.where(step, nxt, idx)
+        best = window.gather(-1, idx[..., None])[..., 0]
+        left = window.gather(-1, (idx - 1).clamp(min=0)[..., None])[..., 0]
+        right = window.gather(-1, (idx + 1).clamp(max=window.shape[-1] - 1)[..., None])[..., 0]
+        curve = left - 2 * best + right
+        shift = torch.where(
+            curve > 1e-9, 0.5 * (left - right) / curve.clamp(min=1e-9), torch.zeros_like(best)
+        )
+        period = (idx + lo).float() + shift.clamp(-1.0, 1.0)
+        energy = e0[..., 0]
+        loud = energy > energy.amax(dim=-1, keepdim=True) * 1e-4
+        voiced = (loud & (best < VOICED_MAX)).float()
+        log2_f0 = torch.log2(sample_rate / period.clamp(min=1.0))
+        return voiced.sum(dim=-1), (log2_f0 * voiced).sum(dim=-1)
 
 
 def cepstral_basis(n_mels: int, coeffs: int) -> Tensor:
@@ -90,7 +166,8 @@ class SpeakerEncoder(nn.Module):
             channels = config.channels
         self.convs = nn.Sequential(*layers)
         self.envelope_dims = envelope_dims(config, speaker_dim)
-        self.out = nn.Linear(2 * config.channels, speaker_dim - self.envelope_dims)
+        self.measured_dims = measured_dims(config, speaker_dim)
+        self.out = nn.Linear(2 * config.channels, speaker_dim - self.measured_dims)
 
     def features(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         """Log-mel ``[B, n_mels, N]`` with the overall level removed, and speech-frame weights ``[B, N]``.
@@ -107,28 +184,40 @@ class SpeakerEncoder(nn.Module):
         level = (loudness * speech).sum(dim=1) / speech.sum(dim=1).clamp(min=1.0)
         return log_mel - level[:, None, None], speech
 
-    def _sums(self, audio: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _sums(self, audio: Tensor) -> tuple[Tensor, ...]:
         """Pooling sums of one chunk: weights ``[B]``, sum of h ``[B, C]``, of h^2 ``[B, C]``,
-        and of the log-mel ``[B, n_mels]``."""
+        of the log-mel ``[B, n_mels]``, voiced frames ``[B]`` and their log2 F0 ``[B]``."""
         log_mel, speech = self.features(audio)
         h = self.convs(log_mel)  # [B, C, N]
         w = speech[:, None, :]
-        return speech.sum(dim=1), (h * w).sum(dim=2), (h.square() * w).sum(dim=2), (log_mel * w).sum(dim=2)
+        sums = (speech.sum(dim=1), (h * w).sum(dim=2), (h.square() * w).sum(dim=2), (log_mel * w).sum(dim=2))
+        if self.measured_dims > self.envelope_dims:
+            return (*sums, *log2_f0_sums(audio, self.sample_rate, self.hop_length))
+        zero = speech.new_zeros(speech.shape[0])
+        return (*sums, zero, zero)
 
     def forward(self, audio: Tensor, chunk_samples: int | None = CHUNK_SAMPLES) -> Tensor:
         """Audio ``[B, T]`` -> ``[B, speaker_dim]``; chunks of ``chunk_samples`` (None: one pass)."""
         step = audio.shape[-1] if chunk_samples is None else max(chunk_samples, self.config.n_fft)
         starts = range(0, max(audio.shape[-1], 1), max(step, 1))
-        count, total, squares, mels = self._sums(audio[:, :step])
+        sums = self._sums(audio[:, :step])
         for start in starts[1:]:
-            n, s, q, m = self._sums(audio[:, start : start + step])
-            count, total, squares, mels = count + n, total + s, squares + q, mels + m
+            sums = tuple(a + b for a, b in zip(sums, self._sums(audio[:, start : start + step]), strict=True))
+        count, total, squares, mels, voiced, log2_f0 = sums
         count = count.clamp(min=1.0)[:, None]
         mean = total / count
         std = (squares / count - mean.square()).clamp(min=1e-6).sqrt()
-        learned = torch.tanh(self.out(torch.cat([mean, std], dim=1)))
-        if not self.envelope_dims:
-            return learned
-        basis = cepstral_basis(self.config.n_mels, self.envelope_dims).to(mels.device)
-        envelope = (mels / count) @ basis.T / ENVELOPE_SCALE  # [B, envelope_dims]
-        return torch.cat([learned, envelope.clamp(-1.0, 1.0)], dim=1)
+        parts = [torch.tanh(self.out(torch.cat([mean, std], dim=1)))]
+        if self.measured_dims > self.envelope_dims:
+            # no voiced frame (silence, noise): the centre, which means "a typical voice"
+            octaves = torch.where(
+                voiced > 0,
+                log2_f0 / voiced.clamp(min=1.0) - math.log2(PITCH_CENTRE),
+                torch.zeros_like(voiced),
+            )
+            parts.append((octaves / PITCH_OCTAVES).clamp(-1.0, 1.0)[:, None])
+        if self.envelope_dims:
+            basis = cepstral_basis(self.config.n_mels, self.envelope_dims).to(mels.device)
+            envelope = (mels / count) @ basis.T / ENVELOPE_SCALE  # [B, envelope_dims]
+            parts.append(envelope.clamp(-1.0, 1.0))
+        return torch.cat(parts, dim=1)

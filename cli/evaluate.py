@@ -247,6 +247,12 @@ def _table(r: EvalReport) -> Table:
             ),
             (
                 "",
+                "pitch off by",
+                f"{u.vector_pitch_error:.1f} / {u.table_pitch_error:.1f} st",
+                "own speaker vector / nearest table speaker",
+            ),
+            (
+                "",
                 f"zero-shot conversions heard as the target ({u.n_conversions})",
                 _pct(u.target_rate),
                 f"as the source {_pct(u.source_rate)}",

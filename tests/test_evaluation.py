@@ -230,6 +230,8 @@ def test_evaluate_model_scores_unseen_speakers_with_a_speaker_encoder(
     for rate in (unseen.vector_rate, unseen.table_rate, unseen.target_rate, unseen.classifier_accuracy):
         assert 0.0 <= rate <= 1.0
     assert -1.0 <= unseen.table_similarity <= 1.0 and -1.0 <= unseen.vector_similarity <= 1.0
+    for error in (unseen.vector_pitch_error, unseen.table_pitch_error):  # semitones; NaN: no pitch found
+        assert math.isnan(error) or 0.0 <= error < 12 * math.log2(400 / 60)
     data = report.to_dict()
     assert data["unseen"]["speakers"] == ["s03"] and json.loads(json.dumps(data, allow_nan=False)) == data
 

@@ -540,6 +540,11 @@ class UnseenSpeakerScores:
     ``vector_similarity`` and ``table_similarity`` the mean cosine between the speaker-encoder
     vectors of the decoded and the real utterance (1 is the same voice to the encoder).
 
+    ``vector_pitch_error`` / ``table_pitch_error``: the mean absolute difference in semitones
+    between the median F0 of the reconstruction and of the real utterance (NaN where no pitch
+    is found): a voice can have the right timbre and still sound like someone else at the wrong
+    pitch.
+
     Zero-shot conversions: ``n_conversions`` held-out utterances of training speakers decoded with
     the vector of one test recording of an unseen target; ``target_rate`` / ``source_rate``: the
     fractions heard as the target / still as the source.
@@ -556,6 +561,8 @@ class UnseenSpeakerScores:
     source_rate: float
     classifier_accuracy: float
     n_real: int
+    vector_pitch_error: float = float("nan")
+    table_pitch_error: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -826,6 +833,8 @@ def _unseen_speakers(
         )[0]
 
     vector_heard, table_heard, vector_sim, table_sim = [], [], [], []
+    vector_pitch, table_pitch = [], []
+    test_row = {u.id: i for i, u in enumerate(test)}
     for i, utt in enumerate(_round_robin(test, max_utterances), 1):
         wave = audio[utt.id]
         codes = codec.encode_audio(wave)
@@ -835,9 +844,13 @@ def _unseen_speakers(
         say(f"[unseen {i}] {utt.id}: reconstruct with its speaker vector and as {nearest}")
         by_vector = _decode_vectors(codec, codes, values[None], family, seed)[0, : len(wave)]
         by_table = _decode(codec, codes, [nearest], family, seed)[0, : len(wave)]
-        heard = classifier.predict(np.stack([speaker_features(x, sr) for x in (by_vector, by_table)]))
+        features = np.stack([speaker_features(x, sr) for x in (by_vector, by_table)])
+        heard = classifier.predict(features)
         vector_heard.append(heard[0] == utt.speaker)
         table_heard.append(heard[1] == utt.speaker)
+        real_log2_f0 = test_voice[test_row[utt.id], -1]  # the last feature is log2 median F0
+        vector_pitch.append(12.0 * abs(features[0, -1] - real_log2_f0))
+        table_pitch.append(12.0 * abs(features[1, -1] - real_log2_f0))
         real = heard_vector(wave)
         vector_sim.append(float(F.cosine_similarity(heard_vector(by_vector), real, dim=0)))
         table_sim.append(float(F.cosine_similarity(heard_vector(by_table), real, dim=0)))
@@ -872,6 +885,8 @@ def _unseen_speakers(
         source_rate=_mean(to_source),
         classifier_accuracy=classifier.accuracy(test_voice, [u.speaker for u in test]),
         n_real=len(test),
+        vector_pitch_error=_nanmean(vector_pitch),
+        table_pitch_error=_nanmean(table_pitch),
     )
 
 

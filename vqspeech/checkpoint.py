@@ -25,8 +25,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from torch import Tensor
 from vqspeech import __version__
 from vqspeech.config import Recipe, recipe_from_dict, to_dict
 from vqspeech.errors import CheckpointError, ConfigError
-from vqspeech.files import make_readable
+from vqspeech.files import write_atomic
 from vqspeech.model import VQVAE
 
 CHECKPOINT_FORMAT = "vqspeech-checkpoint"
@@ -165,17 +163,7 @@ def save_payload(path: str | Path, payload: dict[str, Any]) -> Path:
         raise ValueError("a checkpoint payload needs a 'kind'")
     full = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "vqspeech_version": __version__}
     full.update(payload)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(full, handle)
-        make_readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda handle: torch.save(full, handle), "checkpoint")
 
 
 def load_payload(

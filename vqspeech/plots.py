@@ -9,8 +9,6 @@ atomically (:func:`save_spectrograms`).
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import numpy as np
 import torch
 
 from vqspeech.features import log_mel_spectrogram
-from vqspeech.files import make_readable
+from vqspeech.files import write_atomic
 
 
 def _pyplot() -> Any:
@@ -70,18 +68,8 @@ def spectrograms_png(audio: Mapping[str, np.ndarray], sample_rate: int, dpi: int
 
 def save_spectrograms(path: str | Path, audio: Mapping[str, np.ndarray], sample_rate: int) -> Path:
     """:func:`spectrograms_png` written to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
     data = spectrograms_png(audio, sample_rate)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        make_readable(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda handle: handle.write(data), "spectrogram picture")
 
 
 def code_usage_png(counts: Sequence[int], dpi: int = 80) -> bytes:

@@ -76,7 +76,9 @@ def log2_f0_sums(
     normalisation; the first lag in ``[sr / fmax, W]`` below :data:`YIN_THRESHOLD` (else the
     smallest), refined by a parabola. A frame counts when it is loud (within 40 dB of the
     loudest) and periodic (normalised difference below :data:`VOICED_MAX`). Sums, so chunks
-    of a long recording add up. No gradient: a measurement.
+    of a long recording add up. No gradient: a measurement. Not ``librosa.yin`` (which
+    :func:`vqspeech.evaluation.median_f0` uses): that is numpy, one signal at a time on the CPU,
+    and this runs inside the model's forward pass, on a batch of references, on its device.
     """
     with torch.no_grad():
         audio = audio.float()
@@ -101,8 +103,7 @@ def log2_f0_sums(
         window = cmnd[..., lo:w]  # [B, N, W - lo]
         below = window < YIN_THRESHOLD
         # YIN takes the first dip below the threshold, then walks down to its local minimum
-        first = torch.where(below.any(dim=-1), below.float().argmax(dim=-1), window.argmin(dim=-1))
-        idx = first.clone()
+        idx = torch.where(below.any(dim=-1), below.float().argmax(dim=-1), window.argmin(dim=-1))
         for _ in range(window.shape[-1]):  # downhill to the dip's bottom (low voices: wide dips)
             nxt = (idx + 1).clamp(max=window.shape[-1] - 1)
             step = window.gather(-1, nxt[..., None])[..., 0] < window.gather(-1, idx[..., None])[..., 0]

@@ -1,21 +1,24 @@
-"""The one place that reads and writes audio files.
+"""The one place that reads and writes audio files (soundfile for the bytes, soxr for rates).
 
 :func:`load_audio` reads anything libsndfile reads (WAV, FLAC, OGG/Vorbis, ...), at any
 sample rate and channel count, and returns mono float32 ``[T]`` at the requested
 ``sample_rate`` (default 16000 Hz): channels are averaged, the rate is converted with soxr
-at high quality (the ``soxr_hq`` resampler that librosa uses). :func:`save_audio` writes
-atomically: a temporary file in the target's folder, then :func:`os.replace`, so a reader
-never sees a half-written file and an existing file is replaced only on success.
+at high quality (the ``soxr_hq`` resampler that librosa uses). :func:`read_int16` reads a
+slice of a file's samples as stored (the data cache's 16-bit copies).
 
-Every failure is an :class:`~vqspeech.errors.AudioError` whose message names the file and
+:func:`save_audio` writes a whole signal; :func:`write_audio_stream` writes one chunk by
+chunk as a decoder produces it, resampled on the way. Both write through
+:mod:`vqspeech.files` (a temp file in the target's folder, renamed over it), so a reader never
+sees a half-written file and an existing file is replaced only on success.
+
+Reading failures are :class:`~vqspeech.errors.AudioError` s whose message names the file and
 says what to do. This module imports no torch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,8 +26,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from vqspeech.errors import AudioError
-from vqspeech.files import make_readable
+from vqspeech.errors import AudioError, OutputError
+from vqspeech.files import AtomicFile, output, target_label
 
 #: What :func:`load_audio` and :func:`save_audio` accept: a path or a binary file object.
 AudioTarget = str | os.PathLike[str] | BinaryIO
@@ -132,6 +135,8 @@ def save_audio(
     sample_rate: int,
     subtype: str | None = None,
     format: str | None = None,
+    *,
+    fsync: bool = False,
 ) -> None:
     """Write mono audio ``[T]`` (float in [-1, 1]; clipped for PCM) at ``sample_rate`` Hz.
 
@@ -139,7 +144,8 @@ def save_audio(
     -> 16-bit FLAC, ``.ogg`` -> Vorbis; ``subtype`` overrides the encoding) and the write
     is atomic: a temporary file in the same folder is renamed over the target, so an
     existing file is replaced only when the new one is complete. For a file object,
-    ``format`` (default ``"WAV"``) says the container.
+    ``format`` (default ``"WAV"``) says the container. ``fsync``: flush the file to disk
+    before the rename (the data cache's copies).
     """
     samples = np.asarray(audio, dtype=np.float32)
     if samples.ndim != 1:
@@ -163,16 +169,8 @@ def save_audio(
     fmt, default_subtype = FORMATS[suffix]
     if not path.parent.is_dir():
         raise AudioError(f"{path}: folder {path.parent} does not exist; create it first")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            _write(handle, samples, sample_rate, fmt, subtype or default_subtype)
-        make_readable(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    with AtomicFile(path, "audio", fsync=fsync, mkdir=False) as out:
+        _write(out.handle, samples, sample_rate, fmt, subtype or default_subtype)
 
 
 def _write(
@@ -189,3 +187,67 @@ def _write(
         raise AudioError(
             f"{_name(target)}: cannot write the file ({_reason(exc)}); check free space and permissions"
         ) from None
+
+
+def read_int16(source: str | os.PathLike[str], start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Samples ``[start, stop)`` of a mono audio file as stored, int16 ``[n]`` (no resampling).
+
+    For 16-bit files (the data cache's copies) these are the exact stored values. AudioError
+    if the file cannot be read.
+    """
+    try:
+        data, _ = sf.read(os.fspath(source), start=start, stop=stop, dtype="int16", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"{os.fspath(source)}: not readable audio ({_reason(exc)})") from None
+    return np.asarray(data, dtype=np.int16)
+
+
+def write_audio_stream(
+    chunks: Iterable[np.ndarray],
+    target: AudioTarget,
+    sample_rate: int,
+    *,
+    out_rate: int | None = None,
+    overwrite: bool = False,
+    on_chunk: Callable[[int], None] | None = None,
+) -> None:
+    """Write float chunks ``[n]`` at ``sample_rate`` to ``target`` as they come, resampled to ``out_rate``.
+
+    The format comes from a path's extension (:data:`FORMATS`: 16-bit WAV/FLAC, Vorbis); a
+    binary stream gets WAV (written whole when finished, see :func:`vqspeech.files.output`).
+    Resampling is streamed (soxr), equal to resampling the whole signal. ``on_chunk(n)`` is
+    called with the input samples consumed so far. OutputError for an unknown extension, an
+    existing path (unless ``overwrite``) or a failed write.
+    """
+    path = Path(os.fspath(target)) if isinstance(target, (str, os.PathLike)) else None
+    suffix = path.suffix.lower() if path is not None else ".wav"
+    if path is not None and suffix not in FORMATS:
+        raise OutputError(
+            f"{path}: unknown output extension {path.suffix!r}; use one of {', '.join(sorted(FORMATS))}"
+        )
+    fmt, subtype = FORMATS[suffix]
+    rate = out_rate or sample_rate
+    resampler = (
+        soxr.ResampleStream(sample_rate, rate, 1, dtype="float32", quality="HQ")
+        if rate != sample_rate
+        else None
+    )
+    pcm = subtype.startswith("PCM")
+    done = 0
+    with output(target, overwrite) as handle:
+        try:
+            with sf.SoundFile(handle, "w", samplerate=rate, channels=1, format=fmt, subtype=subtype) as out:
+                for chunk in chunks:
+                    done += chunk.shape[0]
+                    piece = resampler.resample_chunk(chunk) if resampler is not None else chunk
+                    # libsndfile wraps around on overflow when converting float to int: clip first.
+                    out.write(np.clip(piece, -1.0, 1.0) if pcm else piece)
+                    if on_chunk is not None:
+                        on_chunk(done)
+                if resampler is not None:
+                    tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                    out.write(np.clip(tail, -1.0, 1.0) if pcm else tail)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise OutputError(
+                f"{target_label(target)}: cannot write {fmt} audio ({' '.join(str(exc).split())})"
+            ) from None

@@ -153,7 +153,7 @@ def model_fingerprint(recipe: Recipe, model_state: dict[str, Tensor]) -> str:
 
 
 def save_payload(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write any kind of checkpoint atomically (temp file in the same folder, then rename).
+    """Write any kind of checkpoint atomically (temp file in the same folder, fsync, then rename).
 
     ``payload`` holds only tensors and plain data, including ``"kind"``; the format tag and
     versions are added here.
@@ -163,7 +163,7 @@ def save_payload(path: str | Path, payload: dict[str, Any]) -> Path:
         raise ValueError("a checkpoint payload needs a 'kind'")
     full = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "vqspeech_version": __version__}
     full.update(payload)
-    return write_atomic(path, lambda handle: torch.save(full, handle), "checkpoint")
+    return write_atomic(path, lambda handle: torch.save(full, handle), "checkpoint", fsync=True)
 
 
 def load_payload(

@@ -14,8 +14,11 @@ Layout of format version 1 (all integers little-endian; byte-by-byte in ``docs/t
 
 so a packed file is ``17 + H + ceil(bits * n_codebooks * n_frames / 8)`` bytes. Modelled on EnCodec's
 ``binary.py`` (magic, version byte, JSON header, bit-packed codes); the file-object functions
-(:func:`write_tokens`, :func:`read_tokens`) are the core and :func:`dumps`, :func:`loads`,
-:func:`save_tokens` and :func:`load_tokens` wrap them, so CLI, tests and users share one path.
+(:func:`write_tokens`, :func:`read_tokens`) are the core that every reader and writer goes through:
+:func:`dumps`, :func:`loads`, :func:`save_tokens` and :func:`load_tokens` wrap them here, and the
+CLI's outputs (files or stdout, :func:`vqspeech.inference.write_token_output`) call
+:func:`write_tokens` on a :mod:`vqspeech.files` output. Files on disk are always written by
+:mod:`vqspeech.files` (temp file, fsync, rename).
 
 Forward compatibility: readers ignore (and keep, in :attr:`TokenHeader.extra`) header keys they do
 not know, so new optional fields (``speaker_vector``, ...) need no new format version. The header's
@@ -47,19 +50,18 @@ import io
 import json
 import math
 import os
-import secrets
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vqspeech import __version__
-from vqspeech.errors import TokenFormatError
+from vqspeech.errors import OutputError, TokenFormatError
+from vqspeech.files import write_atomic
 
 __all__ = [
     "CODED_CODINGS",
@@ -101,6 +103,8 @@ __all__ = [
 ]
 
 MAGIC = b"VQSPTOK\x00"
+#: File extension of vqspeech token files (format: ``docs/token-format.md``).
+TOKEN_SUFFIX = ".vqt"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sBI")  # magic, format version, header length
 _CRC = struct.Struct("<I")
@@ -617,28 +621,16 @@ def dumps(tokens: TokenFile | CodedTokens) -> bytes:
 
 
 def save_tokens(path: str | os.PathLike[str], tokens: TokenFile | CodedTokens) -> None:
-    """Write a token file atomically: a temp file in the same folder, fsync, then ``os.replace``.
+    """Write a token file atomically (:func:`vqspeech.files.write_atomic`, fsynced before the rename).
 
     A failure at any point leaves an existing file at ``path`` untouched and no temp file behind.
-    OS errors become TokenFormatError ("cannot write ...").
+    The folder must exist. OS errors become TokenFormatError ("cannot write ...").
     """
     data = dumps(tokens)  # validate and encode before touching the disk
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        # O_EXCL: never reuse someone else's file; mode 0o666 so the umask applies as for open().
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise TokenFormatError(f"cannot write token file {path}: {exc.strerror or exc}") from None
+        write_atomic(path, lambda handle: handle.write(data), "token file", fsync=True, mkdir=False)
+    except OutputError as exc:
+        raise TokenFormatError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------

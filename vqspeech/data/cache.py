@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 
 from vqspeech.audio import load_audio, save_audio
 from vqspeech.errors import AudioError, DataError
+from vqspeech.files import write_atomic
 
 CACHE_VERSION = 1
 INDEX_NAME = "index.json"
@@ -136,15 +136,8 @@ def _read_index(cache_dir: Path) -> dict[str, Any]:
 
 
 def _write_index(cache_dir: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_NAME}.", suffix=".tmp", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-        os.replace(tmp, cache_dir / INDEX_NAME)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
+    write_atomic(cache_dir / INDEX_NAME, lambda handle: handle.write(text), "cache index", fsync=True)
 
 
 def build_cache(
@@ -203,7 +196,7 @@ def build_cache(
             audio = trim_silence(audio, trim_db)
         out = cache_dir / rel
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_audio(out, audio, sample_rate)
+        save_audio(out, audio, sample_rate, fsync=True)
         entry = {
             "source": str(src.path),
             "size": stat[0],

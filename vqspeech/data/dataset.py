@@ -18,14 +18,14 @@ import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from vqspeech.audio import read_int16
 from vqspeech.data.corpus import Utterance
 from vqspeech.data.speakers import SpeakerTable
-from vqspeech.errors import DataError
+from vqspeech.errors import AudioError, DataError
 
 #: Corpora whose cached audio is at most this many bytes are preloaded by default.
 PRELOAD_LIMIT_BYTES = 1 << 30
@@ -61,12 +61,11 @@ class AudioStore:
     @staticmethod
     def _read_file(utt: Utterance, start: int, stop: int) -> np.ndarray:
         try:
-            data, _ = sf.read(str(utt.path), start=start, stop=stop, dtype="int16", always_2d=False)
-        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            return read_int16(utt.path, start, stop)
+        except AudioError as exc:
             raise DataError(
-                f"cached audio {utt.path} is unreadable ({exc}); delete the cache folder to rebuild it"
+                f"cached audio is unreadable: {exc}; delete the cache folder to rebuild it"
             ) from None
-        return np.asarray(data, dtype=np.int16)
 
     def read(self, index: int, start: int = 0, length: int | None = None) -> np.ndarray:
         """Samples ``[start, start + length)`` of utterance ``index`` as float32 ``[length]``.

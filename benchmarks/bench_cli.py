@@ -38,8 +38,8 @@ import torch
 
 from vqspeech.audio import load_audio
 from vqspeech.checkpoint import save_checkpoint
+from vqspeech.codec import Codec
 from vqspeech.config import load_recipe
-from vqspeech.inference import Codec
 from vqspeech.model import VQVAE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def main() -> None:
         one_pass = min(60.0, long_s)
         for chunks in ("4096", "None"):
             wall, peak, _ = child(
-                "from vqspeech.audio import load_audio; from vqspeech.inference import Codec; "
+                "from vqspeech.audio import load_audio; from vqspeech.codec import Codec; "
                 f"c = Codec.load({str(ckpt)!r}, 'cpu'); a = load_audio({str(long_wav)!r}); "
                 f"c.encode_audio(a[: {int(one_pass * 16000)}], chunk_frames={chunks})",
                 threads=args.threads,

@@ -176,15 +176,17 @@ def real(
 ) -> dict[str, Any]:
     import torch
 
+    from vqspeech.codec import Codec
     from vqspeech.data.batches import split_for
     from vqspeech.data.corpus import open_corpus
-    from vqspeech.inference import Codec, encode_file, load_coding_prior
+    from vqspeech.inference import encode_file
+    from vqspeech.prior_checkpoint import load_prior
 
     torch.set_num_threads(1)  # comparable numbers on a shared machine
     codec = Codec.load(model, "cpu")
-    prior = load_coding_prior(prior_path)
+    prior = load_prior(prior_path)
     if check:
-        prior.check_model(codec)
+        prior.check_model(codec.fingerprint)
     corpus = open_corpus(data, sample_rate=codec.sample_rate)
     parts = split_for(corpus, codec.checkpoint.recipe)
     utterances: Sequence[Any] = parts.valid if split == "valid" else corpus.utterances
@@ -201,7 +203,7 @@ def real(
         seconds = time.perf_counter() - start
         totals.encode_seconds += seconds
         totals.audio_seconds += tokens.header.num_samples / codec.sample_rate
-        code_one(tokens, prior.source, prior.speaker_index(tokens.header.speaker), totals, source)
+        code_one(tokens, prior.integer(), prior.speaker_index(tokens.header.speaker), totals, source)
         all_codes.append(tokens.codes[0])
     label = f"{len(utterances)} {'held-out' if split == 'valid' else ''} utterances of {data}".replace(
         "  ", " "

@@ -30,10 +30,10 @@ from vqspeech.prior import (
     encode_utterances,
     float_bits,
     integer_bits,
-    load_prior,
     sample_speech,
     unigram_bits,
 )
+from vqspeech.prior_checkpoint import load_prior
 
 
 def best(fn: Any, repeats: int = 3) -> float:

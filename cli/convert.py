@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from vqspeech.audio import AUDIO_EXTENSIONS, FORMATS
-from vqspeech.inference import Codec, convert_files
+from vqspeech.batch import convert_files
+from vqspeech.codec import Codec
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.options import (

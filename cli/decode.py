@@ -7,7 +7,10 @@ from typing import Annotated
 import typer
 
 from vqspeech.audio import FORMATS
-from vqspeech.inference import TOKEN_SUFFIX, Codec, decode_files, load_coding_prior
+from vqspeech.batch import decode_files
+from vqspeech.codec import Codec
+from vqspeech.prior_checkpoint import load_prior
+from vqspeech.tokens import TOKEN_SUFFIX
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.options import (
@@ -85,7 +88,7 @@ def decode(
             found, output, n_args=len(inputs), next_to_input=suffix, in_folder=".wav", file_suffixes=FORMATS
         )
         codec = Codec.load(model, device)
-        coding_prior = load_coding_prior(prior) if prior is not None else None
+        coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("decode", len(tasks), quiet, problems) as report:
             decode_files(
                 codec,

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 from vqspeech.audio import AUDIO_EXTENSIONS
-from vqspeech.inference import TOKEN_FORMATS, Codec, Task, encode_files, load_coding_prior
+from vqspeech.batch import TOKEN_FORMATS, Task, encode_files
+from vqspeech.codec import Codec
+from vqspeech.prior_checkpoint import load_prior
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.options import Device, Jobs, Model, Output, Overwrite, Prior, Quiet
@@ -99,7 +101,7 @@ def encode(
         found, problems = io.expand_inputs(inputs, AUDIO_EXTENSIONS)
         tasks, jsonl = _plan(found, output, len(inputs), resolved)
         codec = Codec.load(model, device)
-        coding_prior = load_coding_prior(prior) if prior is not None else None
+        coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("encode", len(tasks), quiet, problems) as report:
             encode_files(
                 codec,

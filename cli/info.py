@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vqspeech.inference import ModelInfo, RunInfo, TokenInfo, describe_files
+from vqspeech.batch import describe_files
+from vqspeech.describe import ModelInfo, RunInfo, TokenInfo
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.io import Reporter
 

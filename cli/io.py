@@ -2,7 +2,7 @@
 
 * :func:`expand_inputs`: files as given; folders searched recursively for the command's
   extensions (hidden files and folders skipped, sorted); ``-`` reads paths from stdin, one a line.
-* :func:`plan_outputs`: where each input's result goes, as :class:`~vqspeech.inference.Task` s:
+* :func:`plan_outputs`: where each input's result goes, as :class:`~vqspeech.batch.Task` s:
   ``-o DIR`` mirrors each folder input's tree (file inputs go flat by name), ``-o FILE`` takes one
   input, ``-o -`` streams one result to stdout, and no ``-o`` writes next to the input. Shapes that
   cannot work (``-o -`` with several inputs, ``-o FILE`` that is a folder, ...) are usage errors.
@@ -25,7 +25,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from vqspeech.inference import Outcome, Task
+from vqspeech.batch import Outcome, Task
 from vqspeech_cli.errors import stderr
 
 STDIO = "-"

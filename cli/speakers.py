@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vqspeech.inference import list_speakers
+from vqspeech.describe import list_speakers
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.options import Model
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import make_checkpoint, tiny_recipe, tone
 
-from vqspeech.inference import Codec
+from vqspeech.codec import Codec
 from vqspeech.model import VQVAE
 from vqspeech.nn.adversary import CodeSpeakerAdversary, reverse_gradient
 

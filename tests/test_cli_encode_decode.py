@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from vqspeech import __version__
 from vqspeech.audio import load_audio
-from vqspeech.inference import Codec
+from vqspeech.codec import Codec
 from vqspeech.tokens import TokenFile, dumps, load_tokens, parse_txt, read_jsonl_record, read_npy, save_tokens
 from vqspeech_cli.main import app
 

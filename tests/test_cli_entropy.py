@@ -18,10 +18,11 @@ from helpers import make_checkpoint, write_tone
 from typer.testing import CliRunner
 
 from vqspeech.checkpoint import load_checkpoint
+from vqspeech.codec import Codec
 from vqspeech.entropy import decode_tokens
-from vqspeech.inference import Codec, load_coding_prior
 from vqspeech.nn.prior import CodePrior
 from vqspeech.prior import prior_recipe, save_prior
+from vqspeech.prior_checkpoint import load_prior
 from vqspeech.tokens import CodedTokens, load_container, load_tokens
 from vqspeech_cli.main import app
 
@@ -76,10 +77,10 @@ def test_encode_with_a_prior_codes_exactly_and_decodes_like_a_plain_file(
     plain = load_tokens(tmp_path / "plain.vqt")
     coded = load_container(tmp_path / "coded.vqt")
     assert isinstance(coded, CodedTokens) and coded.header.coding == "arithmetic"
-    loaded = load_coding_prior(prior)
+    loaded = load_prior(prior)
     assert coded.prior_fingerprint == loaded.fingerprint
     assert coded.prior_speaker == 1  # s02, the prior's speaker 1
-    assert decode_tokens(coded, loaded.source) == plain  # the same codes and header, exactly
+    assert decode_tokens(coded, loaded.integer()) == plain  # the same codes and header, exactly
 
     for name in ("plain", "coded"):
         code, _, err, _ = run(
@@ -110,8 +111,8 @@ def test_coded_files_refuse_a_missing_or_wrong_prior(tmp_path: Path, models: dic
     vq = models["vqvae"]
     target = tmp_path / "x.vqt"
     assert run("encode", wav, "-m", vq, "--prior", models["prior"], "-o", target, "-q")[0] == 0
-    needed = load_coding_prior(models["prior"]).fingerprint
-    other = load_coding_prior(models["prior_b"]).fingerprint
+    needed = load_prior(models["prior"]).fingerprint
+    other = load_prior(models["prior_b"]).fingerprint
 
     code, _, err, _ = run("decode", target, "-m", vq, "-o", tmp_path / "a.wav", "-q")
     assert code == 1 and len(error_lines(err)) == 1, err
@@ -160,11 +161,11 @@ def test_batches_and_stdout_with_a_prior(tmp_path: Path, models: dict[str, Path]
     code, _, err, _ = run("encode", tmp_path / "in", "-m", vq, "--prior", prior, "-o", tmp_path / "tok", "-q")
     assert code == 0, err
     codec = Codec.load(vq, "cpu")
-    loaded = load_coding_prior(prior)
+    loaded = load_prior(prior)
     for i, wav in enumerate(inputs, 1):
         coded = load_container(tmp_path / "tok" / f"s0{i}" / f"u{i}.vqt")
         assert isinstance(coded, CodedTokens)
-        plain = decode_tokens(coded, loaded.source)
+        plain = decode_tokens(coded, loaded.integer())
         np.testing.assert_array_equal(plain.codes, codec.encode_audio(_audio(wav)))
     # one result to stdout: the same bytes as the file
     code, _, _, raw = run("encode", inputs[0], "-m", vq, "--prior", prior, "-o", "-", "-q")

@@ -32,8 +32,8 @@ from vqspeech.demo import (
     SilentDemoCallback,
     run_demo,
 )
+from vqspeech.describe import describe_tokens
 from vqspeech.errors import ConfigError
-from vqspeech.inference import describe_tokens
 from vqspeech.train import StepMetrics
 from vqspeech_cli.main import app
 

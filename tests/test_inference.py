@@ -10,17 +10,14 @@ import pytest
 import soundfile as sf
 from helpers import make_checkpoint, tone, write_tone
 
-from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError
+from vqspeech.batch import Task, encode_files
+from vqspeech.codec import Codec, infer_speaker
+from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError, OutputError
 from vqspeech.inference import (
-    Codec,
-    OutputError,
-    Task,
     check_tokens,
     decode_speaker,
     decode_tokens,
     encode_file,
-    encode_files,
-    infer_speaker,
     write_token_output,
 )
 from vqspeech.tokens import loads, read_jsonl_record

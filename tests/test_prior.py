@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from vqspeech.checkpoint import load_checkpoint
 from vqspeech.config import PriorConfig
 from vqspeech.entropy import PmfSource
-from vqspeech.errors import CheckpointError, ConfigError, OutputError
+from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError, OutputError
 from vqspeech.loop import SilentCallback, StepMetrics
 from vqspeech.nn.prior import (
     EXP_STEP,
@@ -39,12 +39,12 @@ from vqspeech.nn.prior import (
 from vqspeech.prior import (
     CropBatches,
     EncodedUtterance,
-    load_prior,
     prior_recipe,
     sample_file,
     sample_speech,
     train_prior,
 )
+from vqspeech.prior_checkpoint import load_prior
 from vqspeech_cli.main import app
 
 TINY = PriorConfig(codebook_size=32, n_speakers=3, channels=16, kernel_size=2, dilations=(1, 2, 4, 8))
@@ -308,7 +308,7 @@ def test_interrupt_and_resume_continues_exactly(tmp_path: Path, vqvae: Path, dem
     assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
     assert str(a.training["optimizer"]) == str(b.training["optimizer"])
     other = make_checkpoint(tmp_path / "other.pt", seed=1)
-    with pytest.raises(CheckpointError, match="trained for model"):
+    with pytest.raises(ModelMismatchError, match="trained on the codes of model"):
         train_prior(other, demo_corpus_dir, tmp_path / "b", steps=14, resume=True, device="cpu")
 
 
@@ -325,7 +325,7 @@ def test_sample_speech_has_the_asked_length_and_repeats_for_a_seed(trained: Path
 
 def test_a_prior_of_another_model_is_refused(trained: Path, tmp_path: Path) -> None:
     other = make_checkpoint(tmp_path / "other.pt", seed=1)
-    with pytest.raises(CheckpointError, match="trained for model") as info:
+    with pytest.raises(ModelMismatchError, match="trained on the codes of model") as info:
         sample_speech(other, trained, "s01", 0.2, device="cpu")
     assert "\n" not in str(info.value)
 

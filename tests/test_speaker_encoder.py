@@ -16,10 +16,12 @@ from helpers import make_checkpoint, tiny_recipe, tone, write_tone
 from typer.testing import CliRunner
 
 from vqspeech.checkpoint import load_checkpoint, model_fingerprint
+from vqspeech.codec import Codec
 from vqspeech.config import SpeakerEncoderConfig, load_recipe, recipe_from_dict, to_dict
 from vqspeech.data.batches import StepBatches
+from vqspeech.describe import describe_tokens
 from vqspeech.errors import ConfigError, TokenFormatError
-from vqspeech.inference import Codec, decode_tokens, describe_tokens, encode_file
+from vqspeech.inference import decode_tokens, encode_file
 from vqspeech.model import VQVAE
 from vqspeech.nn.speaker import PITCH_CENTRE, PITCH_OCTAVES, log2_f0_sums
 from vqspeech.tokens import SPEAKER_VECTOR_KEY, SpeakerVector, TokenFile, TokenHeader, dumps, loads

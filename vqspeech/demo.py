@@ -32,14 +32,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vqspeech.checkpoint import load_checkpoint
+from vqspeech.codec import Codec
 from vqspeech.config import load_recipe
 from vqspeech.data.corpus import open_corpus
 from vqspeech.data.synth import synthesize_corpus
 from vqspeech.errors import ConfigError
 from vqspeech.files import write_text_atomic
-from vqspeech.inference import TOKEN_SUFFIX, Codec, encode_file, write_token_output
+from vqspeech.inference import encode_file, write_token_output
 from vqspeech.loop import EvalMetrics, SilentCallback, StepMetrics, TrainCallback
 from vqspeech.report import AimResult, check_aims, write_report
+from vqspeech.tokens import TOKEN_SUFFIX
 from vqspeech.train import LAST, train
 
 DATA, RUN, TOKENS, AUDIO = "data", "run", "tokens", "audio"

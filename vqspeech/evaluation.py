@@ -56,12 +56,12 @@ import torch
 import torch.nn.functional as F
 
 from vqspeech.audio import load_audio, resample, save_audio
+from vqspeech.codec import Codec
 from vqspeech.data.batches import split_for
 from vqspeech.data.corpus import Utterance, open_corpus
 from vqspeech.errors import ConfigError, DataError
 from vqspeech.features import log_mel_spectrogram
 from vqspeech.files import write_text_atomic
-from vqspeech.inference import Codec
 
 _DB = 20.0 / math.log(10.0)  # natural log of magnitude -> dB
 

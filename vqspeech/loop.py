@@ -149,19 +149,6 @@ def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
     return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available (this rank's GPU under torchrun), else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-        return torch.device("cuda", local_rank)
-    if name != "cpu":
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device("cpu")
-
-
 @dataclass
 class Distributed:
     """This process's place in a torchrun job (rank 0 of 1 when there is none)."""

@@ -5,9 +5,8 @@
   with the shared loop (:func:`vqspeech.loop.fit`: same logging, checkpoints, SIGINT, resume as
   ``vqspeech train``). The held-out utterances are the VQ-VAE recipe's own (its
   ``data.valid_*`` split), so the prior is measured on speech neither model learned from.
-* :func:`load_prior` reads a prior checkpoint (kind ``"prior"``): its recipe, weights, the
-  VQ-VAE's speaker table and the VQ-VAE's fingerprint, so a prior is never used with another
-  model. :meth:`PriorCheckpoint.integer` gives the exact integer model entropy coding uses.
+* Its checkpoints (:func:`~vqspeech.prior_checkpoint.load_prior`, :class:`PriorCheckpoint`)
+  live in :mod:`vqspeech.prior_checkpoint`, below inference, which codes token files with them.
 * :func:`sample_speech` / :func:`sample_file`: new speech in a voice, generated entirely in
   latent space by the prior and decoded by the VQ-VAE's decoder.
 
@@ -20,8 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,22 +30,25 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from vqspeech.audio import load_audio, save_audio
-from vqspeech.checkpoint import load_checkpoint, load_payload, save_payload
-from vqspeech.config import PriorConfig, PriorRecipe, TrainConfig, from_dict, merge, parse_override, to_dict
+from vqspeech.checkpoint import load_checkpoint
+from vqspeech.codec import ENCODE_CHUNK_FRAMES, Codec
+from vqspeech.config import PriorRecipe, TrainConfig, from_dict, merge, parse_override, to_dict
 from vqspeech.data.batches import split_for
 from vqspeech.data.corpus import Utterance, open_corpus
-from vqspeech.errors import CheckpointError, ConfigError, DataError, OutputError
-from vqspeech.inference import ENCODE_CHUNK_FRAMES, Codec, decode_tokens
-from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run, resolve_device
+from vqspeech.device import resolve_device
+from vqspeech.errors import ConfigError, DataError
+from vqspeech.files import refuse_existing
+from vqspeech.inference import decode_tokens
+from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run
 from vqspeech.model import VQVAE
-from vqspeech.nn.prior import UNKNOWN_SPEAKER, CodePrior, IntegerCodePrior, check_prior_config
+from vqspeech.nn.prior import UNKNOWN_SPEAKER, CodePrior, IntegerCodePrior
+from vqspeech.prior_checkpoint import PriorCheckpoint, check_prior_recipe, load_prior, save_prior
 
-PRIOR_KIND = "prior"
 LN2 = math.log(2.0)
 
 
 # --------------------------------------------------------------------------------------------
-# Recipes and checkpoints
+# Recipes (checkpoints: vqspeech.prior_checkpoint)
 
 
 def prior_recipe(overrides: Sequence[str] = (), base: PriorRecipe | None = None) -> PriorRecipe:
@@ -57,122 +58,6 @@ def prior_recipe(overrides: Sequence[str] = (), base: PriorRecipe | None = None)
         data = merge(data, parse_override(text))
     return check_prior_recipe(from_dict(PriorRecipe, data))
 
-
-def check_prior_recipe(recipe: PriorRecipe) -> PriorRecipe:
-    """ConfigError naming the first bad value of ``recipe``."""
-    check_prior_config(recipe.model)
-    checks = [
-        (recipe.segment_tokens >= 2, "segment_tokens must be at least 2"),
-        (0.0 <= recipe.speaker_dropout <= 1.0, "speaker_dropout must be in [0, 1]"),
-        (recipe.valid_integer_utterances >= 0, "valid_integer_utterances must be >= 0"),
-        (recipe.train.batch_size >= 1, "train.batch_size must be at least 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    return recipe
-
-
-@dataclass
-class PriorCheckpoint:
-    """A loaded prior: recipe, float weights, the VQ-VAE's speaker table and fingerprint."""
-
-    recipe: PriorRecipe
-    speakers: list[dict[str, Any]]
-    model_fingerprint: str  # Checkpoint.fingerprint of the VQ-VAE whose codes this prior models
-    state: dict[str, Tensor]
-    training: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    @property
-    def config(self) -> PriorConfig:
-        return self.recipe.model
-
-    def build(self, device: torch.device | str = "cpu") -> CodePrior:
-        """The float prior with these weights, in eval mode, on ``device``."""
-        model = CodePrior(self.config)
-        try:
-            model.load_state_dict(self.state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(
-                f"{self.path}: prior weights do not fit the saved config ({first})"
-            ) from None
-        return model.to(device).eval()
-
-    @cached_property
-    def _integer(self) -> IntegerCodePrior:
-        return IntegerCodePrior.from_state_dict(self.config, self.state)
-
-    def integer(self) -> IntegerCodePrior:
-        """The exact integer prior (built once): the :class:`~vqspeech.entropy.PmfSource` for coding."""
-        return self._integer
-
-    @property
-    def fingerprint(self) -> str:
-        """The integer prior's fingerprint (16 hex digits over its integer weights and config)."""
-        return self._integer.fingerprint
-
-    @property
-    def speaker_names(self) -> list[str]:
-        return [str(s["name"]) for s in self.speakers]
-
-    def speaker_index(self, name: str | None) -> int:
-        """Speaker id of ``name`` for the prior; None -> :data:`UNKNOWN_SPEAKER` (-1)."""
-        if name is None:
-            return UNKNOWN_SPEAKER
-        names = self.speaker_names
-        if name not in names:
-            raise CheckpointError(f"unknown speaker {name!r}; this prior knows: {', '.join(names)}")
-        return names.index(name)
-
-    def check_model(self, fingerprint: str, model_path: str | Path) -> None:
-        """CheckpointError unless this prior was trained on the codes of model ``fingerprint``."""
-        if fingerprint != self.model_fingerprint:
-            raise CheckpointError(
-                f"prior {self.path} was trained for model {self.model_fingerprint}, not {model_path} "
-                f"({fingerprint}); use the model it was trained with"
-            )
-
-
-def save_prior(
-    path: str | Path,
-    model: CodePrior,
-    recipe: PriorRecipe,
-    speakers: list[dict[str, Any]],
-    model_fingerprint: str,
-    training: dict[str, Any] | None = None,
-) -> Path:
-    """Write a prior checkpoint (kind ``"prior"``) atomically."""
-    payload = {
-        "kind": PRIOR_KIND,
-        "recipe": to_dict(recipe),
-        "speakers": speakers,
-        "model_fingerprint": model_fingerprint,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "training": training or {},
-    }
-    return save_payload(path, payload)
-
-
-def load_prior(path: str | Path) -> PriorCheckpoint:
-    """Read a prior checkpoint; any problem (missing, damaged, another kind) is a CheckpointError."""
-    path = Path(path)
-    payload = load_payload(path, (PRIOR_KIND,))
-    try:
-        recipe = check_prior_recipe(from_dict(PriorRecipe, payload["recipe"]))
-        fingerprint = str(payload["model_fingerprint"])
-        state = dict(payload["model"])
-    except (ConfigError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: saved prior is invalid ({exc})") from None
-    return PriorCheckpoint(
-        recipe=recipe,
-        speakers=list(payload.get("speakers", [])),
-        model_fingerprint=fingerprint,
-        state=state,
-        training=payload.get("training", {}),
-        path=path,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,8 +371,7 @@ def sample_file(
 ) -> SampledSpeech:
     """:func:`sample_speech`, written atomically to audio file ``output`` (format from its extension)."""
     target = Path(output)
-    if target.exists() and not overwrite:
-        raise OutputError(f"{target}: output already exists; pass --overwrite to replace it")
+    refuse_existing(target, overwrite)
     result = sample_speech(
         model_checkpoint,
         prior_checkpoint,

@@ -25,6 +25,7 @@ from vqspeech.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from vqspeech.config import Recipe
 from vqspeech.data.batches import StepBatches, validation_batches
 from vqspeech.data.corpus import open_corpus
+from vqspeech.device import resolve_device
 from vqspeech.errors import DataError
 from vqspeech.loop import (
     LAST,
@@ -37,7 +38,6 @@ from vqspeech.loop import (
     init_distributed,
     lr_at,
     refuse_existing_run,
-    resolve_device,
 )
 from vqspeech.model import VQVAE
 from vqspeech.plots import save_spectrograms
@@ -52,7 +52,6 @@ __all__ = [
     "TrainResult",
     "evaluate",
     "lr_at",
-    "resolve_device",
     "train",
     "write_samples",
 ]

@@ -23,8 +23,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from vqspeech.device import resolve_device
 from vqspeech.errors import ConfigError
-from vqspeech.loop import resolve_device
 from vqspeech.vision.checkpoints import checkpoint_kind, load_prior, load_vqvae
 from vqspeech.vision.config import ImageRecipe, VideoRecipe
 from vqspeech.vision.data import load_image_splits

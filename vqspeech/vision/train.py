@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqspeech.config import TrainConfig, from_dict, merge, parse_override, to_dict
+from vqspeech.device import resolve_device
 from vqspeech.errors import ConfigError
-from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run, resolve_device
+from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run
 from vqspeech.vision.checkpoints import (
     LoadedVQVAE,
     build_prior,

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vqspeech.errors import ConfigError
-from vqspeech.evaluation import STOI_AIM, TARGET_RATE_AIM, EvalReport, evaluate_model
+from vqspeech.evaluation import STOI_AIM, TARGET_RATE_AIM, EvalReport
 from vqspeech.files import write_text_atomic
-from vqspeech.vision.checkpoints import is_vision_checkpoint
+from vqspeech.runs import evaluate_run
 from vqspeech_cli.errors import boundary, stderr
 from vqspeech_cli.options import DecoderFamily, Device, Model, Quiet, Seed
+
+if TYPE_CHECKING:
+    from vqspeech.vision.sample import BitsPerDim
 
 STDOUT = "-"
 
@@ -105,39 +107,33 @@ def eval_command(
     """
     progress = None if quiet else _progress
     with boundary():
-        if is_vision_checkpoint(model):
-            _eval_vision(model, prior, data, json_out, device)
-            return
-        if data is None:
-            raise ConfigError("speech models need --data: the corpus the model was trained on")
-        report = evaluate_model(
+        result = evaluate_run(
             model,
             data,
+            prior=prior,
             decoder=decoder,
             max_utterances=max_utterances,
-            conversions_per_utterance=conversions,
+            conversions=conversions,
+            per_speaker=per_speaker,
             seed=seed,
             audio_dir=audio_dir,
             progress=progress,
-            utterances_per_speaker=per_speaker,
             device=device,
         )
+        if not isinstance(result, EvalReport):  # an image model's bits/dim
+            _show_bits_per_dim(model, prior, result, json_out)
+            return
         if json_out is not None and json_out != STDOUT:
-            report.write_json(json_out)
+            result.write_json(json_out)
     if json_out == STDOUT:
-        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
-    Console(highlight=False).print(_table(report))
+    Console(highlight=False).print(_table(result))
     if json_out is not None and not quiet:
         stderr.print(f"report: {json_out}", markup=False)
 
 
-def _eval_vision(
-    model: Path, prior: Path | None, data: Path | None, json_out: str | None, device: str
-) -> None:
-    from vqspeech.vision.sample import bits_per_dim  # only when asked for
-
-    result = bits_per_dim(model, prior, data, device=device)
+def _show_bits_per_dim(model: Path, prior: Path | None, result: BitsPerDim, json_out: str | None) -> None:
     if json_out is not None:
         text = json.dumps(
             {

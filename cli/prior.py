@@ -7,13 +7,9 @@ from typing import Annotated
 
 import typer
 
-from vqspeech.errors import ConfigError
-from vqspeech.loop import FitResult
-from vqspeech.prior import prior_recipe, train_prior
-from vqspeech.vision.checkpoints import is_vision_checkpoint
-from vqspeech_cli.errors import boundary, stderr
+from vqspeech.runs import train_prior_run
 from vqspeech_cli.options import CacheDir, Device, Model, Overrides, Quiet, Resume, RunOut, Steps
-from vqspeech_cli.progress import TrainProgress
+from vqspeech_cli.progress import run_training
 
 app = typer.Typer(
     help="A prior over a model's speech codes: train it, then sample speech with vqspeech sample.",
@@ -49,40 +45,17 @@ def train_command(
     An image or video --model (docs/vision.md) gets its PixelCNN or next-frame prior instead
     (--set prior.*, prior_train.*): held-out bits/dim or next-frame accuracy at each evaluation.
     """
-    report = TrainProgress(quiet)
-    with boundary():
-        try:
-            result: FitResult
-            if is_vision_checkpoint(model):
-                from vqspeech.vision.train import train_vision_prior  # only when asked for
-
-                result = train_vision_prior(
-                    model,
-                    data,
-                    out,
-                    steps=steps,
-                    resume=resume,
-                    device=device,
-                    callback=report,
-                    overrides=overrides or (),
-                )
-            else:
-                if data is None:
-                    raise ConfigError("a speech prior needs --data: the corpus whose codes it learns")
-                result = train_prior(
-                    model,
-                    data,
-                    out,
-                    recipe=prior_recipe(overrides or ()),
-                    steps=steps,
-                    resume=resume,
-                    device=device,
-                    callback=report,
-                    cache_dir=cache_dir,
-                )
-        finally:
-            report.close()
-    if not quiet:
-        stderr.print(f"checkpoint: {result.checkpoint} (step {result.step})")
-    if result.interrupted:
-        raise typer.Exit(130)
+    run_training(
+        quiet,
+        lambda report: train_prior_run(
+            model,
+            data,
+            out,
+            steps=steps,
+            overrides=overrides or (),
+            resume=resume,
+            device=device,
+            callback=report,
+            cache_dir=cache_dir,
+        ),
+    )

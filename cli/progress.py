@@ -6,10 +6,14 @@ The library reports progress through callbacks (``progress(stage, done, total)``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from vqspeech.loop import EvalMetrics, StepMetrics
-from vqspeech_cli.errors import stderr
+from vqspeech.loop import EvalMetrics, FitResult, StepMetrics
+from vqspeech.train import TrainResult
+from vqspeech_cli.errors import boundary, stderr
 
 # Loss terms worth a place on the progress bar, when a task logs them: (name, decimals).
 _SHOWN = (("perplexity", 0), ("bits_per_token", 3), ("bits_per_dim", 3))
@@ -90,3 +94,18 @@ class TrainProgress:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def run_training(quiet: bool, run: Callable[[TrainProgress], TrainResult | FitResult]) -> None:
+    """The tail every training command shares: ``run`` with a progress display inside the error
+    boundary, then the checkpoint line, and exit code 130 when Ctrl-C stopped the run."""
+    report = TrainProgress(quiet)
+    with boundary():
+        try:
+            result = run(report)
+        finally:
+            report.close()
+    if not quiet:
+        stderr.print(f"checkpoint: {result.checkpoint} (step {result.step})")
+    if result.interrupted:
+        raise typer.Exit(130)

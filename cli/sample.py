@@ -10,9 +10,7 @@ from typing import Annotated
 
 import typer
 
-from vqspeech.errors import ConfigError
-from vqspeech.prior import sample_file
-from vqspeech.vision.checkpoints import is_vision_checkpoint
+from vqspeech.runs import sample_run
 from vqspeech_cli.errors import boundary, stderr
 from vqspeech_cli.options import Device, Model, Quiet, Temperature
 
@@ -65,35 +63,19 @@ def sample_command(
     --frames frames under random actions, predicted in latent space and decoded.
     """
     with boundary():
-        if is_vision_checkpoint(model):
-            from vqspeech.vision.sample import sample_to_files  # only when asked for
-
-            made = sample_to_files(
-                model,
-                prior,
-                output,
-                count=count,
-                frames=frames,
-                label=label,
-                seed=seed,
-                temperature=temperature,
-                device=device,
-            )
-            if not quiet:
-                stderr.print(f"{', '.join(map(str, made.files))}: {made.summary}")
-            return
-        if seconds is None:
-            raise ConfigError("speech sampling needs --seconds: how long the speech should be")
-        result = sample_file(
+        made = sample_run(
             model,
             prior,
             output,
-            speaker,
-            seconds,
+            seconds=seconds,
+            speaker=speaker,
             seed=seed,
+            count=count,
+            label=label,
+            frames=frames,
             temperature=temperature,
-            device=device,
             overwrite=overwrite,
+            device=device,
         )
     if not quiet:
-        stderr.print(f"{output}: {result.audio.shape[0] / result.sample_rate:.2f} s as {result.speaker}")
+        stderr.print(f"{', '.join(map(str, made.files))}: {made.summary}")

@@ -7,14 +7,9 @@ from typing import Annotated
 
 import typer
 
-from vqspeech.config import load_recipe
-from vqspeech.errors import ConfigError
-from vqspeech.loop import FitResult
-from vqspeech.train import TrainResult, train
-from vqspeech.vision import is_vision_recipe, load_vision_recipe
-from vqspeech_cli.errors import boundary, stderr
+from vqspeech.runs import train_run
 from vqspeech_cli.options import CacheDir, Device, Overrides, Quiet, Resume, RunOut, Steps
-from vqspeech_cli.progress import TrainProgress
+from vqspeech_cli.progress import run_training
 
 
 def train_command(
@@ -46,36 +41,17 @@ def train_command(
 
     Multi-GPU: torchrun --nproc_per_node N -m vqspeech_cli.main train ...
     """
-    report = TrainProgress(quiet)
-    with boundary():
-        try:
-            result: TrainResult | FitResult
-            if is_vision_recipe(recipe):
-                from vqspeech.vision.train import train_vision  # torch-heavy: only when asked for
-
-                vision = load_vision_recipe(recipe, overrides or ())
-                result = train_vision(
-                    vision, data, out, steps=steps, resume=resume, device=device, callback=report
-                )
-            else:
-                speech = load_recipe(recipe, overrides or ())  # a missing recipe file is named first
-                if data is None:
-                    raise ConfigError(
-                        "speech recipes need --data: a VCTK root, a speaker folder or a manifest"
-                    )
-                result = train(
-                    speech,
-                    data,
-                    out,
-                    steps=steps,
-                    resume=resume,
-                    device=device,
-                    callback=report,
-                    cache_dir=cache_dir,
-                )
-        finally:
-            report.close()
-    if not quiet:
-        stderr.print(f"checkpoint: {result.checkpoint} (step {result.step})")
-    if result.interrupted:
-        raise typer.Exit(130)
+    run_training(
+        quiet,
+        lambda report: train_run(
+            recipe,
+            data,
+            out,
+            steps=steps,
+            overrides=overrides or (),
+            resume=resume,
+            device=device,
+            callback=report,
+            cache_dir=cache_dir,
+        ),
+    )

@@ -194,15 +194,6 @@ def score_pair(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 1
     )
 
 
-def score_reconstructions(
-    pairs: list[tuple[np.ndarray, np.ndarray]], sample_rate: int = 16000
-) -> ReconstructionScores:
-    """Average :func:`score_pair` over ``(reference, degraded)`` pairs."""
-    if not pairs:
-        raise ConfigError("no utterances to score")
-    return _mean_scores([score_pair(a, b, sample_rate) for a, b in pairs])
-
-
 def _mean_scores(scores: Sequence[PairScores]) -> ReconstructionScores:
     pesq = [s.pesq for s in scores if s.pesq is not None]
     return ReconstructionScores(

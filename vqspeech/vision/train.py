@@ -37,7 +37,7 @@ from vqspeech.vision.checkpoints import (
     save_prior,
     save_vqvae,
 )
-from vqspeech.vision.config import ImageRecipe, VideoRecipe, VisionRecipe, recipe_family, validate_vision
+from vqspeech.vision.config import ImageRecipe, VideoRecipe, VisionRecipe, validate_vision
 from vqspeech.vision.data import load_image_splits
 from vqspeech.vision.nn import GatedPixelCNN, ImageVQVAE, LatentFramePrior
 from vqspeech.vision.pictures import image_grid, write_png
@@ -456,7 +456,3 @@ def train_vision_prior(
         callback=callback,
     )
 
-
-def vision_kind(recipe: VisionRecipe) -> str:
-    """The checkpoint kind :func:`train_vision` writes for ``recipe``."""
-    return f"{recipe_family(recipe)}-vqvae"

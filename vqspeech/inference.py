@@ -152,11 +152,20 @@ def decode_speaker(
     3. the header's ``speaker`` (token files without a vector, e.g. from older models).
 
     CheckpointError when none applies: no vector, and the header names no speaker or one the
-    model does not know.
+    model does not know; CheckpointError for a ``speaker`` the model does not know.
     """
+    voice = _choose_voice(codec, tokens, speaker, reference, name)
+    voice_tensor(codec, voice)  # a name the model knows, a vector of its size
+    return voice
+
+
+def _choose_voice(
+    codec: Codec, tokens: TokenFile, speaker: str | None, reference: SpeakerVector | None, name: str
+) -> Voice:
+    """:func:`decode_speaker`'s choice, leaving a given ``speaker`` or ``reference`` to
+    :func:`voice_tensor` to check (the one check when the voice is used)."""
     _check_voice_choice(speaker, reference)
     if speaker is not None:
-        codec.speaker_id(speaker)
         return speaker
     if reference is not None:
         return reference
@@ -199,43 +208,26 @@ def decode_tokens(
     Griffin-Lim phases come from the same seeded generator). Call :func:`check_tokens` first.
     Memory follows ``chunk_frames``, not the file's length.
     """
-    return _decode_codes(
-        codec, tokens.codes, tokens.header.num_samples, speaker, seed, temperature, decoder, chunk_frames
-    )
-
-
-def _decode_codes(
-    codec: Codec,
-    codes: np.ndarray,
-    num_samples: int,
-    voice: Voice,
-    seed: int,
-    temperature: float,
-    decoder: str | None,
-    chunk_frames: int,
-) -> Iterator[np.ndarray]:
-    """:func:`decode_tokens` of codes ``[1, F]`` that need no header (conversion makes none).
-
-    The decoder family and the voice are checked now; the chunks come as the caller pulls them.
-    """
     family = codec.check_decoder(decoder)
-    sid = voice_tensor(codec, voice)
-    generator = torch.Generator(device=codec.device).manual_seed(seed)
-    codes_t = torch.from_numpy(codes).to(codec.device)
-    return _chunks(codec, codes_t, sid, num_samples, family, generator, temperature, chunk_frames)
+    sid = voice_tensor(codec, speaker)
+    n = tokens.header.num_samples
+    return _chunks(codec, tokens.codes, n, sid, family, seed, temperature, chunk_frames)
 
 
 def _chunks(
     codec: Codec,
-    codes: torch.Tensor,
-    sid: torch.Tensor,
+    codes: np.ndarray,
     remaining: int,
+    sid: torch.Tensor,
     family: str,
-    generator: torch.Generator,
+    seed: int,
     temperature: float,
     chunk_frames: int,
 ) -> Iterator[np.ndarray]:
-    for chunk in codec.model.iter_decode(codes, sid, temperature, generator, chunk_frames, family):
+    """:func:`decode_tokens`'s chunks for codes ``[1, F]`` and a checked voice ``sid`` and family."""
+    generator = torch.Generator(device=codec.device).manual_seed(seed)
+    codes_t = torch.from_numpy(codes).to(codec.device)
+    for chunk in codec.model.iter_decode(codes_t, sid, temperature, generator, chunk_frames, family):
         piece = chunk[0, :remaining].float().cpu().numpy()
         remaining -= piece.shape[0]
         if piece.shape[0]:
@@ -308,9 +300,10 @@ def decode_file(
     container = load_container(source)
     check_tokens(codec, container, force=force, name=name)
     tokens = unpack_tokens(container, prior, name)
-    voice = decode_speaker(codec, tokens, speaker, reference=reference, name=name)
+    sid = voice_tensor(codec, _choose_voice(codec, tokens, speaker, reference, name))
+    family = codec.check_decoder(decoder)
     n = tokens.header.num_samples
-    chunks = _decode_codes(codec, tokens.codes, n, voice, seed, temperature, decoder, chunk_frames)
+    chunks = _chunks(codec, tokens.codes, n, sid, family, seed, temperature, chunk_frames)
     return _write_audio(chunks, target, codec, sample_rate, n, on_progress)
 
 
@@ -337,25 +330,25 @@ def convert_file(
     :func:`decode_file` with the same ``speaker`` / ``reference`` and ``seed``. Returns the
     audio's duration in seconds.
     """
-    voice = _target_voice(codec, speaker, reference)
+    sid = voice_tensor(codec, _target_voice(speaker, reference))
+    family = codec.check_decoder(decoder)
     if isinstance(target, (str, os.PathLike)):
         refuse_existing(Path(target), overwrite)  # before the work; the writer does not ask again
     # Only the codes: the source's speaker vector and header would be thrown away here.
     audio = load_audio(source, codec.sample_rate)
     codes = codec.encode_audio(audio, encode_chunk_frames)
-    chunks = _decode_codes(codec, codes, int(audio.shape[0]), voice, seed, temperature, decoder, chunk_frames)
+    chunks = _chunks(codec, codes, int(audio.shape[0]), sid, family, seed, temperature, chunk_frames)
     return _write_audio(chunks, target, codec, sample_rate, int(audio.shape[0]), on_progress)
 
 
-def _target_voice(codec: Codec, speaker: str | None, reference: SpeakerVector | None) -> Voice:
-    """The one target voice of a conversion: a known ``speaker`` or a ``reference`` vector."""
+def _target_voice(speaker: str | None, reference: SpeakerVector | None) -> Voice:
+    """The one target voice of a conversion: ``speaker`` or a ``reference`` vector (exactly one;
+    :func:`voice_tensor` checks it)."""
     _check_voice_choice(speaker, reference)
     if speaker is not None:
-        codec.speaker_id(speaker)
         return speaker
     if reference is None:
         raise ConfigError("voice conversion needs a target: a speaker name or a reference recording")
-    voice_tensor(codec, reference)  # the right size for this model
     return reference
 
 
@@ -370,7 +363,7 @@ def batch_voice(
     _check_voice_choice(speaker, reference)
     vector = codec.reference_vector(reference) if reference else None
     if required:
-        _target_voice(codec, speaker, vector)
+        voice_tensor(codec, _target_voice(speaker, vector))
     elif speaker is not None:
         codec.speaker_id(speaker)
     return vector

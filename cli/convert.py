@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vqspeech.audio import AUDIO_EXTENSIONS, FORMATS
+from vqspeech.audio import AUDIO_EXTENSIONS
 from vqspeech.batch import convert_files
 from vqspeech.codec import Codec
 from vqspeech_cli import io
@@ -71,11 +71,7 @@ def convert(
     """
     target = io.voice_label(speaker, reference, required=True)
     with boundary():
-        found, problems = io.expand_inputs(inputs, AUDIO_EXTENSIONS)
-        suffix = f".{target}.wav"
-        tasks = io.plan_outputs(
-            found, output, n_args=len(inputs), next_to_input=suffix, in_folder=".wav", file_suffixes=FORMATS
-        )
+        tasks, problems = io.audio_tasks(inputs, output, AUDIO_EXTENSIONS, str(target))
         codec = Codec.load(model, device)
         with io.Reporter("convert", len(tasks), quiet, problems) as report:
             convert_files(

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from vqspeech.audio import FORMATS
 from vqspeech.batch import decode_files
 from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
@@ -82,11 +81,7 @@ def decode(
     """
     target = io.voice_label(speaker, reference, required=False)
     with boundary():
-        found, problems = io.expand_inputs(inputs, {TOKEN_SUFFIX})
-        suffix = f".{target or 'decoded'}.wav"
-        tasks = io.plan_outputs(
-            found, output, n_args=len(inputs), next_to_input=suffix, in_folder=".wav", file_suffixes=FORMATS
-        )
+        tasks, problems = io.audio_tasks(inputs, output, {TOKEN_SUFFIX}, target or "decoded")
         codec = Codec.load(model, device)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("decode", len(tasks), quiet, problems) as report:

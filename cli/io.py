@@ -25,6 +25,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from vqspeech.audio import FORMATS
 from vqspeech.batch import Outcome, Task
 from vqspeech_cli.errors import stderr
 
@@ -145,6 +146,19 @@ def plan_outputs(
             f"{output} is a file; with several or folder inputs, give a folder", param_hint="-o"
         )
     return [Task(i.path, target / _with_suffix(i.relative, in_folder)) for i in inputs]
+
+
+def audio_tasks(
+    args: Sequence[str], output: str | None, extensions: Collection[str], voice: str
+) -> tuple[list[Task], list[Problem]]:
+    """decode's and convert's inputs and their audio outputs: ``x.VOICE.wav`` next to each input
+    without ``-o``, ``DIR/x.wav`` under ``-o DIR``, a ``.wav/.flac/.ogg`` file or ``-``."""
+    found, problems = expand_inputs(args, extensions)
+    suffix = f".{voice}.wav"
+    tasks = plan_outputs(
+        found, output, n_args=len(args), next_to_input=suffix, in_folder=".wav", file_suffixes=FORMATS
+    )
+    return tasks, problems
 
 
 def voice_label(speaker: str | None, reference: Sequence[Path] | None, *, required: bool) -> str | None:

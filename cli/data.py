@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vqspeech.data.synth import synthesize_corpus
+from vqspeech.data.synth import Prosody, synthesize_corpus
 from vqspeech.data.voices import ENGINES
 from vqspeech_cli.errors import boundary, stderr
 from vqspeech_cli.options import Quiet
@@ -50,6 +50,14 @@ def synth(
             "--overwrite", help="Replace a corpus already in OUT_DIR (its audio, txt, speaker-info)."
         ),
     ] = False,
+    prosody: Annotated[
+        bool,
+        typer.Option(
+            "--prosody",
+            help="Vary each eSpeak NG utterance's rate, pitch and intonation range (seeded; off: "
+            "every utterance in its speaker's one voice, as the demo corpus).",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Synthesise a multi-speaker demo corpus in the VCTK 0.92 layout (48 kHz FLAC, txt/, speaker-info.txt).
@@ -70,6 +78,7 @@ def synth(
                 engines=engines or None,
                 overwrite=overwrite,
                 progress=bar,
+                prosody=Prosody() if prosody else None,
             )
         finally:
             bar.close()

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from vqspeech.data import voices
 from vqspeech.data.corpus import Corpus, open_corpus
 from vqspeech.data.sentences import SENTENCES
-from vqspeech.data.synth import plan_corpus, render, synthesize_corpus
+from vqspeech.data.synth import Prosody, plan_corpus, render, synthesize_corpus
 from vqspeech.data.vctk import parse_speaker_info
 from vqspeech.errors import DataError
 from vqspeech_cli.data import app
@@ -106,6 +106,68 @@ def test_vocal_tract_scale_moves_pitch_and_shortens_in_step() -> None:
     margin = 2 * int(0.05 * 48000)
     assert (len(plain) - margin) / (len(scaled) - margin) == pytest.approx(1.25, rel=0.02)
     assert median_f0(scaled, 48000) / median_f0(plain, 48000) == pytest.approx(1.25, rel=0.06)
+
+
+def pitch_spread(audio: np.ndarray, sample_rate: int) -> float:
+    """Semitones between the 10th and 90th percentile of voiced 40 ms frames' pitch (autocorrelation)."""
+    frame = int(0.04 * sample_rate)
+    lo, hi = sample_rate // 400, sample_rate // 60
+    pitches = []
+    for start in range(0, audio.shape[0] - frame, frame // 2):
+        x = audio[start : start + frame] - audio[start : start + frame].mean()
+        if np.sqrt(np.mean(x * x)) < 0.03:
+            continue
+        ac = np.correlate(x, x, "full")[frame - 1 :]
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.4 * ac[0]:
+            pitches.append(sample_rate / lag)
+    semitones = 12 * np.log2(np.array(pitches))
+    return float(np.percentile(semitones, 90) - np.percentile(semitones, 10))
+
+
+def test_prosody_changes_duration_pitch_and_intonation_as_asked() -> None:
+    text = "The rainbow is a division of white light into many beautiful colours."
+    voice = voices.ESPEAK_MALE[0]
+    plain = render(text, voice, seed=3)
+    margin = 2 * int(0.05 * 48000)
+    faster = render(text, replace(voice, rate=round(voice.rate * 1.4)), seed=3)
+    assert (len(plain) - margin) / (len(faster) - margin) == pytest.approx(1.4, rel=0.1)
+    higher = render(text, replace(voice, pitch=voice.pitch + 20), seed=3)
+    assert median_f0(higher, 48000) > median_f0(plain, 48000) * 2 ** (2 / 12)  # > 2 semitones up
+    flat = pitch_spread(render(text, replace(voice, pitch_range=0), seed=3), 48000)
+    lively = pitch_spread(render(text, replace(voice, pitch_range=100), seed=3), 48000)
+    assert flat < 1.5 and lively > 4.0 and lively > pitch_spread(plain, 48000) > flat
+
+
+def test_prosody_draws_stay_in_their_ranges_and_leave_other_engines_alone() -> None:
+    prosody = Prosody(rate_octaves=0.25, pitch_spread=10, pitch_range=(30, 70))
+    voice = voices.ESPEAK_FEMALE[0]
+    drawn = [prosody.draw(voice, np.random.default_rng([0, i])) for i in range(200)]
+    assert drawn == [prosody.draw(voice, np.random.default_rng([0, i])) for i in range(200)]
+    assert all(voice.rate * 2**-0.25 - 1 <= v.rate <= voice.rate * 2**0.25 + 1 for v in drawn)
+    assert all(abs(v.pitch - voice.pitch) <= 10 and 30 <= v.pitch_range <= 70 for v in drawn)
+    assert len({(v.rate, v.pitch, v.pitch_range) for v in drawn}) > 150
+    assert all((v.name, v.tract, v.label.split()[1]) == (voice.name, voice.tract, voice.name) for v in drawn)
+    assert prosody.draw(voices.FLITE_VOICES[0], np.random.default_rng(0)) == voices.FLITE_VOICES[0]
+    with pytest.raises(DataError):
+        Prosody(pitch_range=(60, 40))
+
+
+def test_corpus_with_prosody_is_seeded_and_the_default_is_unchanged(
+    tmp_path: Path, demo_corpus_dir: Path
+) -> None:
+    args = {"n_speakers": 1, "n_utterances": 3, "seed": 0, "engines": ("espeak",)}
+    a = synthesize_corpus(tmp_path / "a", prosody=Prosody(), **args)  # type: ignore[arg-type]
+    synthesize_corpus(tmp_path / "b", prosody=Prosody(), workers=1, **args)  # type: ignore[arg-type]
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+    plain = tree_digest(demo_corpus_dir)  # the session corpus: seed 0, no prosody
+    varied = tree_digest(tmp_path / "a")
+    for name, digest in varied.items():
+        if name.endswith(".flac"):
+            assert plain[name] != digest, name
+        else:
+            assert plain.get(name, digest) == digest or name == "speaker-info.txt", name
+    assert a.speakers[0].voice == voices.voice_catalogue(("espeak",))[0]  # the speaker's own voice
 
 
 def test_voices_past_the_catalogue_are_new_timbres() -> None:

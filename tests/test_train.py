@@ -112,7 +112,19 @@ SPEAKER_ENCODER = (
 )
 
 
-@pytest.mark.parametrize("extra", [(), SPEAKER_ENCODER], ids=["table", "speaker-encoder"])
+#: Channel augmentation with a clean target (issue 17): batches keyed by (seed, step), the encoder's
+#: input swapped in by a hook; a resumed run must see the same degraded crops.
+AUGMENT = (
+    *SPEAKER_ENCODER,
+    "data.augment.enabled=true",
+    "data.augment.target=clean",
+    "data.augment.noise_prob=1.0",
+)
+
+
+@pytest.mark.parametrize(
+    "extra", [(), SPEAKER_ENCODER, AUGMENT], ids=["table", "speaker-encoder", "augmented"]
+)
 def test_kill_and_resume_continues_with_identical_state(tmp_path, demo_corpus_dir, extra) -> None:
     recipe = tiny(*extra)
     straight = train(recipe, demo_corpus_dir, tmp_path / "a", steps=8, device="cpu")
@@ -125,6 +137,16 @@ def test_kill_and_resume_continues_with_identical_state(tmp_path, demo_corpus_di
     assert _states_equal(a.model_state, b.model_state)  # weights, codebook EMA, usage counters
     assert str(a.training["optimizer"]) == str(b.training["optimizer"])
     assert torch.equal(a.training["rng_torch"], b.training["rng_torch"])
+
+
+@pytest.mark.parametrize("target", ["clean", "degraded"])
+def test_augmentation_reaches_the_encoder(tmp_path, demo_corpus_dir, target) -> None:
+    plain = train(tiny(), demo_corpus_dir, tmp_path / "plain", steps=2, device="cpu")
+    extra = ("data.augment.enabled=true", f"data.augment.target={target}", "data.augment.noise_prob=1.0")
+    augmented = train(tiny(*extra), demo_corpus_dir, tmp_path / target, steps=2, device="cpu")
+    a, b = plain.model.state_dict(), augmented.model.state_dict()
+    assert not torch.equal(a["encoder.out.weight"], b["encoder.out.weight"])
+    assert load_checkpoint(augmented.checkpoint).recipe.data.augment.target == target
 
 
 def test_a_run_folder_is_never_silently_overwritten(tmp_path, demo_corpus_dir) -> None:

@@ -110,9 +110,13 @@ def _as_before(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved recipe with every :data:`_ADDED_FIELDS` entry it lacks set to its "as before" value.
 
     Sections that are missing altogether (``None`` entries) are left to their defaults, which
-    mean "off". The input is not modified.
+    mean "off". A recipe saved before ``data.augment`` existed gets it disabled, so a resumed
+    run keeps training on the batches it began with. The input is not modified.
     """
     recipe = copy.deepcopy(saved)
+    data = recipe.get("data")
+    if isinstance(data, dict) and "augment" not in data:  # issue 17: runs before it trained unaugmented
+        data["augment"] = {"enabled": False}
     model = recipe.get("model")
     if not isinstance(model, dict):
         return recipe

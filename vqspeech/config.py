@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from vqspeech.data.augment_config import AugmentConfig
 from vqspeech.errors import ConfigError
 
 T = TypeVar("T")
@@ -260,13 +261,18 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """How training examples are drawn: fixed-length random crops, held-out utterances."""
+    """How training examples are drawn: fixed-length random crops, held-out utterances.
+
+    ``augment``: channel and room augmentation of the training crops (issue 17; see
+    :class:`~vqspeech.data.augment_config.AugmentConfig`), off by default.
+    """
 
     segment_seconds: float = 1.0
     valid_utterances_per_speaker: int = 2
     valid_speakers: tuple[str, ...] = ()
     valid_max_segments: int = 32  # held-out segments per evaluation: bounds its cost
     num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)

@@ -125,8 +125,42 @@ def write_samples(model: VQVAE, batch: tuple[Tensor, Tensor], folder: Path, seed
         save_spectrograms(folder / "spectrogram.png", waves, sample_rate)
 
 
+@contextlib.contextmanager
+def encoder_hears(net: nn.Module, audio: Tensor | None) -> Iterator[None]:
+    """Within the block, ``net``'s VQ-VAE encoder reads ``audio`` ``[B, T]`` instead of the audio
+    the model is called with, which stays the decoders' target (``data.augment.target: clean``,
+    issue 17). Nothing changes when ``audio`` is None.
+
+    A forward pre-hook on the encoder, removed on leaving: ``VQVAE.forward`` reconstructs the
+    audio it encodes, and this keeps it so (and the model unchanged) for everything else.
+    """
+    if audio is None:
+        yield
+        return
+    model = getattr(net, "module", net)  # DistributedDataParallel wraps the model
+    encoder = model.encoder
+    assert isinstance(encoder, nn.Module)
+
+    def swap(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        if args[0].shape != audio.shape:
+            raise DataError(f"encoder input {tuple(audio.shape)} does not match {tuple(args[0].shape)}")
+        return (audio, *args[1:])
+
+    handle = encoder.register_forward_pre_hook(swap)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class SpeechTask:
-    """The speech VQ-VAE as a :class:`vqspeech.loop.Task`."""
+    """The speech VQ-VAE as a :class:`vqspeech.loop.Task`.
+
+    Training batches may be augmented (``data.augment``, issue 17): with ``target: degraded``
+    the model simply reconstructs its degraded input; with ``target: clean`` the encoder hears
+    the degraded crop (:func:`encoder_hears`) and the decoders reconstruct the clean one.
+    Validation is always on clean, unaugmented audio.
+    """
 
     def __init__(
         self,
@@ -152,8 +186,11 @@ class SpeechTask:
     def loss(self, net: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         dev = self.device
         # reference crops for the speaker encoder (issue #7), when the model has one
-        reference = batch[2].to(dev, non_blocking=True) if len(batch) > 2 else None
-        out = net(batch[0].to(dev, non_blocking=True), batch[1].to(dev, non_blocking=True), reference)
+        reference = batch[2].to(dev, non_blocking=True) if self.step_batches.reference_length else None
+        # augmented crops with a clean target (issue 17): the encoder hears the last entry
+        encoder_input = batch[-1].to(dev, non_blocking=True) if self.step_batches.encoder_input else None
+        with encoder_hears(net, encoder_input):
+            out = net(batch[0].to(dev, non_blocking=True), batch[1].to(dev, non_blocking=True), reference)
         terms = {
             "reconstruction_loss": out.reconstruction_loss,
             "codebook_loss": out.codebook_loss,

@@ -9,5 +9,7 @@ Modules, one responsibility each (only ``dataset`` and ``batches`` import torch)
 * ``speakers`` - :class:`~vqspeech.data.speakers.SpeakerTable`: name <-> id, JSON-safe.
 * ``dataset``  - random training crops and whole validation utterances (torch datasets).
 * ``batches``  - the training loop's view: step ``s``'s batch is a function of ``(seed, s, rank)``.
+* ``augment``, ``augment_config`` - channel and room augmentation of training crops (issue 17):
+  band limits, EQ, noise, babble, reverberation, gain, clipping, quantisation; off by default.
 * ``synth``, ``voices``, ``sentences`` - the synthetic demo corpus (eSpeak NG, flite, Festival).
 """

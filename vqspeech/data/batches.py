@@ -9,6 +9,17 @@ encoder (issue #7) each crop also gets a reference crop from another utterance o
 drawn with a second generator, ``default_rng([train.seed, s, r, 1])``, so the main crops are the
 same with or without the encoder.
 
+With ``data.augment.enabled`` (issue 17) item ``i``'s crop then passes a random channel
+(:func:`vqspeech.data.augment.draw_plan` / :func:`~vqspeech.data.augment.apply_plan`) drawn
+with ``default_rng([train.seed, s, r, 2, i])``; the reference crop passes the same channel with
+its own noise from ``default_rng([train.seed, s, r, 3, i])``; babble talkers are crops of
+other training utterances drawn with those generators. The clean crops are those of an
+unaugmented run, and with augmentation off nothing here draws anything more: batches are
+bit-identical to those of runs made before augmentation existed. The batch is then
+``(encoder input and target, speaker_id[, reference])`` with ``data.augment.target`` =
+``degraded``, and ``(clean target, speaker_id[, reference], encoder input)`` with ``clean``
+(see :attr:`StepBatches.encoder_input`).
+
 :func:`validation_batches` cuts the held-out utterances into fixed-length segments once.
 The split uses seed 0 whatever ``train.seed`` is, so runs with different seeds are
 evaluated on the same utterances.
@@ -24,6 +35,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from vqspeech.config import Recipe
+from vqspeech.data.augment import BabbleSource, apply_plan, draw_plan
+from vqspeech.data.augment_config import AugmentConfig
 from vqspeech.data.corpus import Corpus, Split
 from vqspeech.data.dataset import AudioStore, RandomCrops, segment_length
 from vqspeech.errors import DataError
@@ -32,7 +45,9 @@ from vqspeech.errors import DataError
 SPLIT_SEED = 0
 
 Batch = tuple[Tensor, Tensor]
-#: A training batch: ``(audio, speaker_id)``, plus ``reference [B, T_ref]`` with a speaker encoder.
+#: A training batch: ``(audio, speaker_id)``, plus ``reference [B, T_ref]`` with a speaker encoder,
+#: plus the encoder's input ``[B, T]`` last when it differs from the target (augmentation with
+#: ``target: clean``).
 TrainBatch = tuple[Tensor, ...]
 
 
@@ -45,13 +60,22 @@ class _StepDataset(Dataset[TrainBatch]):
     """Item ``s`` is the whole batch of step ``s`` (for a DataLoader with ``batch_size=None``)."""
 
     def __init__(
-        self, crops: RandomCrops, batch_size: int, seed: int, rank: int, reference_length: int
+        self,
+        crops: RandomCrops,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        reference_length: int,
+        augment: AugmentConfig | None = None,
+        sample_rate: int = 16000,
     ) -> None:
         self.crops = crops
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
         self.reference_length = reference_length  # 0: no reference crops
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.sample_rate = sample_rate
 
     def __len__(self) -> int:  # steps are addressed directly; the length is nominal
         return 2**62
@@ -63,11 +87,49 @@ class _StepDataset(Dataset[TrainBatch]):
         indices = np.empty(self.batch_size, dtype=np.int64)
         for i in range(self.batch_size):
             indices[i], audio[i], speakers[i] = self.crops.sample_indexed(rng)
-        if not self.reference_length:
-            return torch.from_numpy(audio), torch.from_numpy(speakers)
-        other = np.random.default_rng([self.seed, step, self.rank, 1])
-        reference = np.stack([self.crops.reference(int(i), self.reference_length, other) for i in indices])
-        return torch.from_numpy(audio), torch.from_numpy(speakers), torch.from_numpy(reference)
+        reference = None
+        if self.reference_length:
+            other = np.random.default_rng([self.seed, step, self.rank, 1])
+            length = self.reference_length
+            reference = np.stack([self.crops.reference(int(i), length, other) for i in indices])
+        if self.augment is None:
+            if reference is None:
+                return torch.from_numpy(audio), torch.from_numpy(speakers)
+            return torch.from_numpy(audio), torch.from_numpy(speakers), torch.from_numpy(reference)
+        degraded = self._augment(step, indices, audio, reference)
+        target = degraded if self.augment.target == "degraded" else audio
+        out = [torch.from_numpy(target), torch.from_numpy(speakers)]
+        if reference is not None:
+            out.append(torch.from_numpy(reference))
+        if self.augment.target != "degraded":
+            out.append(torch.from_numpy(degraded))
+        return tuple(out)
+
+    def _augment(
+        self, step: int, indices: np.ndarray, audio: np.ndarray, reference: np.ndarray | None
+    ) -> np.ndarray:
+        """Item ``i``'s crop through a channel drawn from ``(seed, step, rank, i)``; the reference
+        crop (in place) through the same channel when ``augment.reference``."""
+        config = self.augment
+        assert config is not None
+        degraded = np.empty_like(audio)
+        for i, index in enumerate(indices):
+            rng = np.random.default_rng([self.seed, step, self.rank, 2, i])
+            babble = self._babble_source(int(index))
+            plan = draw_plan(rng, config, self.sample_rate, babble_available=True)
+            degraded[i] = apply_plan(audio[i], plan, rng, self.sample_rate, babble)
+            if reference is not None and config.reference:
+                ref_rng = np.random.default_rng([self.seed, step, self.rank, 3, i])
+                reference[i] = apply_plan(reference[i], plan, ref_rng, self.sample_rate, babble)
+        return degraded
+
+    def _babble_source(self, index: int) -> BabbleSource:
+        """Babble talkers for a crop of utterance ``index``: crops of other training utterances."""
+
+        def talkers(count: int, rng: np.random.Generator) -> list[np.ndarray]:
+            return self.crops.others(index, count, self.crops.segment_length, rng)
+
+        return talkers
 
 
 class StepBatches:
@@ -78,7 +140,9 @@ class StepBatches:
     ``B = recipe.train.batch_size``; ``T = segment_length(data.segment_seconds, sample_rate,
     hop_length)``. ``batch(step)`` gives one step's batch; ``iterate(start, total)`` yields
     steps ``start .. total - 1`` in order, prepared by ``data.num_workers`` DataLoader
-    workers (0: in this process).
+    workers (0: in this process). With ``data.augment.enabled`` the audio is augmented (see
+    the module docstring); :attr:`encoder_input` says whether the encoder's input comes last,
+    apart from the target.
     """
 
     def __init__(self, corpus: Corpus, recipe: Recipe, rank: int = 0, world_size: int = 1) -> None:
@@ -100,7 +164,18 @@ class StepBatches:
         self.reference_length = (
             round(encoder.reference_seconds * recipe.model.sample_rate) if encoder.enabled else 0
         )
-        self._steps = _StepDataset(crops, self.batch_size, recipe.train.seed, rank, self.reference_length)
+        augment = recipe.data.augment
+        #: True when the batch ends with the encoder's (augmented) input, apart from the target.
+        self.encoder_input = augment.enabled and augment.target != "degraded"
+        self._steps = _StepDataset(
+            crops,
+            self.batch_size,
+            recipe.train.seed,
+            rank,
+            self.reference_length,
+            augment,
+            recipe.model.sample_rate,
+        )
 
     def batch(self, step: int) -> TrainBatch:
         """The batch of ``step`` (the same every time it is asked for)."""

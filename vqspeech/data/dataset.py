@@ -143,6 +143,14 @@ class RandomCrops(IterableDataset[Example]):
         pick = int(others[rng.integers(0, len(others))]) if len(others) else index
         return self.crop(pick, length, rng)
 
+    def others(self, index: int, count: int, length: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """``count`` random ``length``-sample crops of utterances other than ``index`` (any speaker),
+        each utterance drawn uniformly: the talkers of babble noise (issue 17). With a single
+        utterance, crops of that one."""
+        n = len(self.speaker_ids)
+        picks = rng.integers(0, max(1, n - 1), size=count)
+        return [self.crop(int(p) + int(n > 1 and p >= index), length, rng) for p in picks]
+
     def __iter__(self) -> Iterator[Example]:
         info = get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info is not None else 0])

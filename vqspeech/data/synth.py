@@ -17,6 +17,11 @@ speaker is synthesised in a fresh worker process (eSpeak NG carries state across
 utterances, see :mod:`vqspeech.data.voices`), in a fixed order, with fixed noise seeds;
 FLAC output has no timestamps. Speakers are synthesised in parallel, one process per CPU.
 
+With a :class:`Prosody` (off by default, so the demo corpus is unchanged), every eSpeak NG
+utterance gets its own rate, base pitch and intonation range around its speaker's voice,
+drawn from ``(seed, speaker, utterance)`` (issue 17: a speaker's utterances should not all
+sound alike). flite and Festival voices are left as they are.
+
 This module imports no torch.
 """
 
@@ -31,7 +36,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +46,7 @@ import vqspeech
 from vqspeech.audio import resample, save_audio
 from vqspeech.data.cache import Progress, trim_silence
 from vqspeech.data.sentences import SENTENCES
-from vqspeech.data.voices import FESTIVAL, Voice, synthesize, synthesize_many, voices_for
+from vqspeech.data.voices import ESPEAK, FESTIVAL, Voice, synthesize, synthesize_many, voices_for
 from vqspeech.errors import DataError
 
 #: Sample rate of the written FLAC files (VCTK's).
@@ -67,6 +72,35 @@ class SynthResult:
     speakers: tuple[SynthSpeaker, ...]
     n_utterances: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class Prosody:
+    """Per-utterance prosody of eSpeak NG voices (issue 17): each utterance's rate is its
+    voice's times ``2 ** u``, ``u`` uniform in ``[-rate_octaves, rate_octaves]`` (0.3: 0.81x to
+    1.23x); its base pitch is the voice's plus an integer in ``[-pitch_spread, pitch_spread]``
+    (eSpeak's 0-99 scale, kept in it); its intonation range is an integer in ``pitch_range``
+    (eSpeak's 0-100; 50 is its default, 0 monotone)."""
+
+    rate_octaves: float = 0.3
+    pitch_spread: int = 12
+    pitch_range: tuple[int, int] = (20, 90)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.pitch_range
+        if self.rate_octaves < 0 or self.pitch_spread < 0 or not 0 <= lo <= hi <= 100:
+            raise DataError(
+                "prosody needs rate_octaves >= 0, pitch_spread >= 0 and 0 <= pitch_range low <= high <= 100"
+            )
+
+    def draw(self, voice: Voice, rng: np.random.Generator) -> Voice:
+        """``voice`` with this utterance's rate, pitch and range (unchanged unless eSpeak)."""
+        rate = round(voice.rate * 2.0 ** rng.uniform(-self.rate_octaves, self.rate_octaves))
+        pitch = voice.pitch + int(rng.integers(-self.pitch_spread, self.pitch_spread + 1))
+        pitch_range = int(rng.integers(self.pitch_range[0], self.pitch_range[1] + 1))
+        if voice.engine != ESPEAK:
+            return voice
+        return replace(voice, rate=max(80, rate), pitch=int(np.clip(pitch, 0, 99)), pitch_range=pitch_range)
 
 
 def _seed_of(*parts: object) -> int:
@@ -149,6 +183,7 @@ def synthesize_corpus(
     workers: int | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    prosody: Prosody | None = None,
 ) -> SynthResult:
     """Synthesise a demo corpus of ``n_speakers`` x ``n_utterances`` into ``out_dir`` (VCTK 0.92 layout).
 
@@ -162,6 +197,8 @@ def synthesize_corpus(
         overwrite: replace a previous corpus's ``wav48_silence_trimmed/``, ``txt/`` and
             ``speaker-info.txt`` in ``out_dir`` (nothing else there is touched).
         progress: optional ``progress("synth", done, total)`` callback.
+        prosody: vary eSpeak NG utterances' rate, pitch and intonation range (:class:`Prosody`,
+            drawn from ``(seed, speaker, utterance)``); None (default): each voice as it is.
 
     Raises:
         DataError: ``out_dir`` is not empty, an engine is missing or a voice fails.
@@ -180,14 +217,20 @@ def synthesize_corpus(
     plan = plan_corpus(n_speakers, n_utterances, seed, engines)
 
     jobs: list[dict[str, Any]] = []
-    for speaker, sentences in plan:
+    for number, (speaker, sentences) in enumerate(plan):
         items = []
         for index, text in enumerate(sentences, start=1):
             audio_path, text_path = _paths(root, speaker.name, index)
             audio_path.parent.mkdir(parents=True, exist_ok=True)
             text_path.parent.mkdir(parents=True, exist_ok=True)
             text_path.write_text(text + "\n", encoding="utf-8")
-            items.append({"text": text, "path": str(audio_path), "seed": _seed_of(seed, speaker.name, index)})
+            item: dict[str, Any] = {
+                "text": text, "path": str(audio_path), "seed": _seed_of(seed, speaker.name, index)
+            }  # fmt: skip
+            if prosody is not None and speaker.voice.engine == ESPEAK:
+                spoken = prosody.draw(speaker.voice, np.random.default_rng([seed, 2, number, index]))
+                item["voice"] = asdict(spoken)
+            items.append(item)
         jobs.append({"voice": asdict(speaker.voice), "gain": speaker.gain, "items": items})
     (root / "speaker-info.txt").write_text(_speaker_info([s for s, _ in plan]), encoding="utf-8")
 
@@ -278,7 +321,8 @@ def worker_main() -> None:
             if voice.engine == FESTIVAL:
                 raw, rate = next(spoken)
             else:
-                raw, rate = synthesize(item["text"], voice, seed=int(item["seed"]))
+                own = Voice(**item["voice"]) if "voice" in item else voice  # its prosody
+                raw, rate = synthesize(item["text"], own, seed=int(item["seed"]))
             audio = finish(raw, rate, gain=float(job["gain"]))
             save_audio(item["path"], audio, SAMPLE_RATE)
             print(f"ok {audio.shape[0] / SAMPLE_RATE:.3f}", flush=True)

@@ -48,8 +48,9 @@ class Voice:
     """One synthetic speaker's voice.
 
     ``engine`` is ``espeak``, ``flite`` or ``festival``; ``name`` the engine's voice name
-    (``en-gb-scotland+m2``, ``slt``, ``kal_diphone``); ``pitch`` and ``rate`` are eSpeak's
-    0-100 base pitch and words per minute (ignored by the other engines). ``tract`` scales
+    (``en-gb-scotland+m2``, ``slt``, ``kal_diphone``); ``pitch``, ``rate`` and ``pitch_range``
+    are eSpeak's 0-100 base pitch, words per minute and 0-100 intonation range (0: monotone,
+    50: eSpeak's default; ignored by the other engines). ``tract`` scales
     every frequency of the engine's output (formants and pitch; durations by ``1 / tract``):
     the samples are declared at ``tract`` times the engine's rate, so nothing is computed and
     any engine can take it. 1.0 is the engine's own voice; 0.87-1.15 spans roughly the
@@ -65,6 +66,7 @@ class Voice:
     pitch: int = 50
     rate: int = 165
     tract: float = 1.0
+    pitch_range: int = 50
 
     @property
     def label(self) -> str:
@@ -265,7 +267,7 @@ class ESpeak:
             raise DataError(f"eSpeak NG has no voice {voice.name!r}; reinstall espeakng-loader")
         lib.espeak_SetParameter(_PARAM_RATE, voice.rate, 0)
         lib.espeak_SetParameter(_PARAM_PITCH, voice.pitch, 0)
-        lib.espeak_SetParameter(_PARAM_RANGE, 50, 0)
+        lib.espeak_SetParameter(_PARAM_RANGE, voice.pitch_range, 0)
         lib.espeak_SetParameter(_PARAM_VOLUME, 60, 0)  # below 100: loud voices clip inside eSpeak
         lib.espeak_ng_SetRandSeed(seed)
         self._chunks = []

@@ -54,6 +54,7 @@ from vqspeech.checkpoint import (
     load_payload,
 )
 from vqspeech.config import BUILTIN_RECIPES, Recipe, load_recipe
+from vqspeech.decoders import get_family
 from vqspeech.entropy import PmfSource
 from vqspeech.entropy import decode_tokens as entropy_decode
 from vqspeech.entropy import encode_tokens as entropy_encode
@@ -287,9 +288,7 @@ def _info(
     m = recipe.model
     ms = 1000.0 / m.sample_rate
     family = m.decoders[0]
-    decoder_rf = (
-        m.decoder.receptive_field if family == "wavenet" else m.spectrogram.receptive_field(m.hop_length)
-    )
+    decoder_rf = get_family(family).receptive_field(m)
     return ModelInfo(
         source=source,
         kind=kind,

@@ -672,6 +672,28 @@ class PriorConfig:
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
 
 
+#: Speaker id meaning "unknown speaker" to a prior (its table's last row, ``n_speakers``).
+UNKNOWN_SPEAKER = -1
+
+
+def check_prior_config(config: PriorConfig) -> PriorConfig:
+    """ConfigError naming the first bad value of a prior's ``config`` (float and integer alike)."""
+    checks = [
+        (config.codebook_size >= 2, "prior codebook_size must be at least 2"),
+        (config.n_speakers >= 0, "prior n_speakers must be >= 0"),
+        (config.channels >= 1, "model.channels must be at least 1"),
+        (config.kernel_size >= 2, "model.kernel_size must be at least 2"),
+        (
+            len(config.dilations) >= 1 and all(d >= 1 for d in config.dilations),
+            "model.dilations must list at least one positive dilation",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return config
+
+
 @dataclass(frozen=True)
 class PriorRecipe:
     """Everything a prior's training run needs; saved, resolved, into its checkpoint.

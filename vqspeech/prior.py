@@ -33,14 +33,25 @@ from torch import Tensor, nn
 
 from vqspeech.audio import load_audio, save_audio
 from vqspeech.checkpoint import load_checkpoint, load_payload, save_payload
-from vqspeech.config import PriorConfig, PriorRecipe, TrainConfig, from_dict, merge, parse_override, to_dict
+from vqspeech.config import (
+    UNKNOWN_SPEAKER,
+    PriorConfig,
+    PriorRecipe,
+    TrainConfig,
+    check_prior_config,
+    from_dict,
+    merge,
+    parse_override,
+    to_dict,
+)
 from vqspeech.data.batches import split_for
 from vqspeech.data.corpus import Utterance, open_corpus
 from vqspeech.errors import CheckpointError, ConfigError, DataError, OutputError
 from vqspeech.inference import ENCODE_CHUNK_FRAMES, Codec, decode_tokens
 from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run, resolve_device
 from vqspeech.model import VQVAE
-from vqspeech.nn.prior import UNKNOWN_SPEAKER, CodePrior, IntegerCodePrior, check_prior_config
+from vqspeech.nn.prior import CodePrior
+from vqspeech.nn.prior_int import IntegerCodePrior
 
 PRIOR_KIND = "prior"
 LN2 = math.log(2.0)

@@ -599,19 +599,38 @@ def load_recipe(name_or_path: str | Path, overrides: typing.Sequence[str] = ()) 
     A YAML file may start from ``base: NAME`` (a built-in or another file, relative to it);
     without ``base`` it starts from the defaults of :class:`Recipe`.
     """
-    data = _recipe_dict(str(name_or_path), seen=())
+    builtin, data = resolve_base_chain(str(name_or_path), BUILTIN_RECIPES)
+    if builtin is None:
+        data = merge(to_dict(Recipe()), data)
     for text in overrides:
         data = merge(data, parse_override(text))
     return validate(from_dict(Recipe, data))
 
 
-def _recipe_dict(name_or_path: str, seen: tuple[str, ...]) -> dict[str, Any]:
-    if name_or_path in BUILTIN_RECIPES:
-        return to_dict(BUILTIN_RECIPES[name_or_path]())
+def resolve_base_chain(
+    name_or_path: str,
+    builtins: typing.Mapping[str, typing.Callable[[], Any]],
+    what: str = "",
+    foreign_base_ends: bool = False,
+    seen: tuple[str, ...] = (),
+) -> tuple[str | None, dict[str, Any]]:
+    """Follow a recipe's ``base:`` chain: (the built-in it starts from or None, the merged recipe dict).
+
+    ``name_or_path`` is a key of ``builtins`` (that recipe, as :func:`to_dict` data) or a YAML
+    file holding a mapping, optionally with ``base:`` naming a built-in or another file (relative
+    to this one); each file's keys are merged over its base's, and its ``name`` defaults to the
+    file's stem. A chain ending at a file without ``base`` gives None: the caller decides what it
+    starts from; so does, with ``foreign_base_ends``, a base that is neither a built-in nor a file
+    (e.g. a speech built-in under the vision recipes), which is an error otherwise. ConfigError
+    (``what`` names the kind of recipe in it) for a missing file, an unreadable file, a
+    non-mapping, or a file that includes itself.
+    """
+    if name_or_path in builtins:
+        return name_or_path, to_dict(builtins[name_or_path]())
     path = Path(name_or_path)
     if not path.is_file():
-        known = ", ".join(sorted(BUILTIN_RECIPES))
-        raise ConfigError(f"recipe {name_or_path!r} is neither a built-in ({known}) nor a file")
+        known = ", ".join(sorted(builtins))
+        raise ConfigError(f"recipe {name_or_path!r} is neither a built-in {what}({known}) nor a file")
     if str(path.resolve()) in seen:
         raise ConfigError(f"recipe {path} includes itself through 'base'")
     try:
@@ -621,15 +640,16 @@ def _recipe_dict(name_or_path: str, seen: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"recipe {path} must be a YAML mapping")
     base_name = raw.pop("base", None)
-    if base_name is None:
-        base = to_dict(Recipe())
-    else:
-        ref = str(base_name)
-        if ref not in BUILTIN_RECIPES:
-            ref = str((path.parent / ref).resolve())
-        base = _recipe_dict(ref, (*seen, str(path.resolve())))
     raw.setdefault("name", path.stem)
-    return merge(base, raw)
+    if base_name is None:
+        return None, raw
+    ref = str(base_name)
+    if ref not in builtins:
+        ref = str((path.parent / ref).resolve())
+        if foreign_base_ends and not Path(ref).is_file():
+            return None, raw
+    builtin, base = resolve_base_chain(ref, builtins, what, foreign_base_ends, (*seen, str(path.resolve())))
+    return builtin, merge(base, raw)
 
 
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:

@@ -25,7 +25,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from vqspeech.config import ModelConfig, load_recipe
-from vqspeech.nn.wavenet import Backend, WaveNet, numba_available
+from vqspeech.nn.wavenet import Backend, WaveNet
+from vqspeech.nn.wavenet_numba import numba_available
 
 
 def build(config: ModelConfig) -> WaveNet:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from vqspeech.decoders import registered
+
 Device = Annotated[
     str,
     typer.Option(
@@ -76,9 +78,10 @@ DecoderFamily = Annotated[
     str | None,
     typer.Option(
         "--decoder",
-        help="Decoder family: wavenet (the paper's, slow) or spectrogram (fast), if the model has it "
-        "(default: the model's first; see vqspeech info CKPT).",
-        metavar="wavenet|spectrogram",
+        help="Decoder family: "
+        + " or ".join(f"{family.name} ({family.summary})" for family in registered())
+        + ", if the model has it (default: the model's first; see vqspeech info CKPT).",
+        metavar="|".join(family.name for family in registered()),
     ),
 ]
 Reference = Annotated[

@@ -1,7 +1,7 @@
 """Entropy coding with a prior (vqspeech.entropy, issue 8): exact round trips, a size close to the
 ideal ``-sum log2 p``, fixed bytes for fixed inputs, and refusals (no prior, another prior, a
 damaged payload). Toy integer priors stand in for the learned one (which has the same protocol);
-one test uses a tiny real :class:`~vqspeech.nn.prior.IntegerCodePrior`.
+one test uses a tiny real :class:`~vqspeech.nn.prior_int.IntegerCodePrior`.
 """
 
 from __future__ import annotations
@@ -259,7 +259,8 @@ def test_only_one_codebook_and_the_right_codebook_size() -> None:
 def test_a_real_integer_prior_round_trips_per_speaker() -> None:
     torch = pytest.importorskip("torch")
     from vqspeech.config import PriorConfig
-    from vqspeech.nn.prior import CodePrior, IntegerCodePrior
+    from vqspeech.nn.prior import CodePrior
+    from vqspeech.nn.prior_int import IntegerCodePrior
 
     config = PriorConfig(codebook_size=32, n_speakers=3, channels=16, kernel_size=2, dilations=(1, 2, 4))
     torch.manual_seed(0)

@@ -22,7 +22,6 @@ from vqspeech.data.corpus import Corpus
 from vqspeech.errors import ConfigError, DataError
 from vqspeech.evaluation import (
     EvalReport,
-    _conversion_targets,
     code_histogram,
     code_stats,
     evaluate_model,
@@ -33,6 +32,7 @@ from vqspeech.evaluation import (
     speaker_features,
     token_speaker_information,
 )
+from vqspeech.evaluation.run import _conversion_targets
 
 
 def test_code_stats_invariants() -> None:

@@ -22,16 +22,15 @@ from helpers import SPEAKERS, make_checkpoint
 from typer.testing import CliRunner
 
 from vqspeech.checkpoint import load_checkpoint
-from vqspeech.config import PriorConfig
+from vqspeech.config import UNKNOWN_SPEAKER, PriorConfig
 from vqspeech.entropy import PmfSource
 from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError, OutputError
 from vqspeech.loop import SilentCallback, StepMetrics
-from vqspeech.nn.prior import (
+from vqspeech.nn.prior import CodePrior
+from vqspeech.nn.prior_int import (
     EXP_STEP,
     LOGIT_STEP_BITS,
     PROB_BITS,
-    UNKNOWN_SPEAKER,
-    CodePrior,
     IntegerCodePrior,
     _exact_matmul,
     exp_table,

@@ -14,7 +14,8 @@ import soundfile as sf
 from conftest import tone
 
 from vqspeech.config import load_recipe
-from vqspeech.report import check_aims, read_metrics, summary_lines, write_report
+from vqspeech.evaluation.aims import check_aims
+from vqspeech.report import read_metrics, summary_lines, write_report
 
 RATE = 16000
 EVIL = '<b>"s&1"</b>'  # a speaker name that would break the page if not escaped

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vqspeech.config import WaveNetConfig, demo_recipe
-from vqspeech.nn.wavenet import NOISE_BLOCK_STEPS, Backend, WaveNet, numba_available
+from vqspeech.nn.wavenet import NOISE_BLOCK_STEPS, Backend, WaveNet
+from vqspeech.nn.wavenet_numba import numba_available
 
 HOP = 8
 SMALL = WaveNetConfig(

@@ -167,7 +167,32 @@ class SpectrogramConfig:
         return 2 * self.context_frames() * hop_length + self.n_fft
 
 
-DECODER_FAMILIES = ("wavenet", "spectrogram")
+#: Decoder families whose configuration is a field of :class:`ModelConfig` of its own, under
+#: the name recipes have always used (``model.decoder`` is the WaveNet's). A family registered
+#: later (:func:`register_family_config`, called by ``vqspeech.decoders.register``) reads its
+#: configuration from ``model.families.<name>`` instead, so adding one does not touch this file.
+BUILTIN_FAMILY_SECTIONS: dict[str, str] = {"wavenet": "decoder", "spectrogram": "spectrogram"}
+
+_FAMILY_CONFIGS: dict[str, type] = {"wavenet": WaveNetConfig, "spectrogram": SpectrogramConfig}
+
+
+def register_family_config(name: str, config_class: type) -> None:
+    """Make decoder family ``name`` known to recipes, configured by dataclass ``config_class``.
+
+    Its settings live in ``model.families.<name>`` (e.g. ``--set model.families.<name>.x=1``);
+    a family already registered under ``name`` with another class is an error.
+    """
+    known = _FAMILY_CONFIGS.get(name)
+    if known is not None and known is not config_class:
+        raise ValueError(f"decoder family {name!r} is already registered with {known.__name__}")
+    if not dataclasses.is_dataclass(config_class):
+        raise TypeError(f"decoder family {name!r}: its config must be a dataclass, got {config_class!r}")
+    _FAMILY_CONFIGS[name] = config_class
+
+
+def decoder_families() -> tuple[str, ...]:
+    """Every decoder family name a recipe may list in ``model.decoders``, in registration order."""
+    return tuple(_FAMILY_CONFIGS)
 
 
 @dataclass(frozen=True)
@@ -224,8 +249,10 @@ class ModelConfig:
 
     ``decoders`` lists the decoder families the model trains and can decode with, the first
     being the default: ``wavenet`` (the paper's, configured by ``decoder``) and/or
-    ``spectrogram`` (configured by ``spectrogram``). Both read the same codes and the same
-    ``speaker_dim``-sized speaker vectors, so one token file decodes with either. Those come
+    ``spectrogram`` (configured by ``spectrogram``), or any family registered since
+    (:mod:`vqspeech.decoders`; configured by ``families.<name>``, see :meth:`family_config`).
+    All read the same codes and the same ``speaker_dim``-sized speaker vectors, so one token
+    file decodes with any of them. Those come
     from the speaker table (``n_speakers`` rows) or, with ``speaker_encoder.enabled``, from a
     speaker encoder that hears a recording of the voice, seen in training or not (issue #7).
     """
@@ -243,10 +270,27 @@ class ModelConfig:
     # gradient reversal (vqspeech.nn.adversary): pushes speaker identity out of the codes.
     # 0 (the default): no classifier, the model is as before.
     code_adversary: float = 0.0
+    # Settings of registered decoder families that have no field above, by family name:
+    # ``{"name": {"key": value}}``, read through family_config. Empty (the default) for the
+    # built-in families, so older checkpoints and fingerprints are unchanged.
+    families: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
 
     @property
     def hop_length(self) -> int:
         return self.encoder.hop_length
+
+    def family_config(self, name: str) -> Any:
+        """The configuration dataclass of decoder family ``name``.
+
+        ``wavenet`` -> :attr:`decoder`, ``spectrogram`` -> :attr:`spectrogram`; any other
+        registered family -> its config class built from ``families[name]`` (defaults for
+        keys left out). ConfigError for a family nobody registered or a bad setting.
+        """
+        if name in BUILTIN_FAMILY_SECTIONS:
+            return getattr(self, BUILTIN_FAMILY_SECTIONS[name])
+        if name not in _FAMILY_CONFIGS:
+            raise ConfigError(f"unknown decoder family {name!r}; known: {', '.join(decoder_families())}")
+        return from_dict(_FAMILY_CONFIGS[name], self.families.get(name, {}), f"model.families.{name}")
 
     @property
     def token_rate(self) -> float:
@@ -396,6 +440,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _key_tp, value_tp = typing.get_args(tp)
+        return {str(k): _coerce(v, value_tp, f"{where}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -490,9 +539,14 @@ def validate(recipe: Recipe) -> Recipe:
         (0.0 < m.quantizer.ema_decay < 1.0, "model.quantizer.ema_decay must be in (0, 1)"),
         (
             len(m.decoders) >= 1
-            and set(m.decoders) <= set(DECODER_FAMILIES)
+            and set(m.decoders) <= set(decoder_families())
             and len(set(m.decoders)) == len(m.decoders),
-            f"model.decoders must list distinct families from {', '.join(DECODER_FAMILIES)}",
+            f"model.decoders must list distinct families from {', '.join(decoder_families())}",
+        ),
+        (
+            not set(m.families) & set(BUILTIN_FAMILY_SECTIONS),
+            "model.families is for registered families; configure "
+            + ", ".join(f"{name} in model.{field}" for name, field in BUILTIN_FAMILY_SECTIONS.items()),
         ),
         (m.speaker_dim >= 1, "model.speaker_dim must be at least 1"),
         (m.spectrogram.kernel_size % 2 == 1, "model.spectrogram.kernel_size must be odd"),
@@ -540,6 +594,8 @@ def validate(recipe: Recipe) -> Recipe:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    for name in m.families:  # each registered family's settings must build its config
+        m.family_config(name)
     return recipe
 
 
@@ -549,19 +605,38 @@ def load_recipe(name_or_path: str | Path, overrides: typing.Sequence[str] = ()) 
     A YAML file may start from ``base: NAME`` (a built-in or another file, relative to it);
     without ``base`` it starts from the defaults of :class:`Recipe`.
     """
-    data = _recipe_dict(str(name_or_path), seen=())
+    builtin, data = resolve_base_chain(str(name_or_path), BUILTIN_RECIPES)
+    if builtin is None:
+        data = merge(to_dict(Recipe()), data)
     for text in overrides:
         data = merge(data, parse_override(text))
     return validate(from_dict(Recipe, data))
 
 
-def _recipe_dict(name_or_path: str, seen: tuple[str, ...]) -> dict[str, Any]:
-    if name_or_path in BUILTIN_RECIPES:
-        return to_dict(BUILTIN_RECIPES[name_or_path]())
+def resolve_base_chain(
+    name_or_path: str,
+    builtins: typing.Mapping[str, typing.Callable[[], Any]],
+    what: str = "",
+    foreign_base_ends: bool = False,
+    seen: tuple[str, ...] = (),
+) -> tuple[str | None, dict[str, Any]]:
+    """Follow a recipe's ``base:`` chain: (the built-in it starts from or None, the merged recipe dict).
+
+    ``name_or_path`` is a key of ``builtins`` (that recipe, as :func:`to_dict` data) or a YAML
+    file holding a mapping, optionally with ``base:`` naming a built-in or another file (relative
+    to this one); each file's keys are merged over its base's, and its ``name`` defaults to the
+    file's stem. A chain ending at a file without ``base`` gives None: the caller decides what it
+    starts from; so does, with ``foreign_base_ends``, a base that is neither a built-in nor a file
+    (e.g. a speech built-in under the vision recipes), which is an error otherwise. ConfigError
+    (``what`` names the kind of recipe in it) for a missing file, an unreadable file, a
+    non-mapping, or a file that includes itself.
+    """
+    if name_or_path in builtins:
+        return name_or_path, to_dict(builtins[name_or_path]())
     path = Path(name_or_path)
     if not path.is_file():
-        known = ", ".join(sorted(BUILTIN_RECIPES))
-        raise ConfigError(f"recipe {name_or_path!r} is neither a built-in ({known}) nor a file")
+        known = ", ".join(sorted(builtins))
+        raise ConfigError(f"recipe {name_or_path!r} is neither a built-in {what}({known}) nor a file")
     if str(path.resolve()) in seen:
         raise ConfigError(f"recipe {path} includes itself through 'base'")
     try:
@@ -571,15 +646,16 @@ def _recipe_dict(name_or_path: str, seen: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"recipe {path} must be a YAML mapping")
     base_name = raw.pop("base", None)
-    if base_name is None:
-        base = to_dict(Recipe())
-    else:
-        ref = str(base_name)
-        if ref not in BUILTIN_RECIPES:
-            ref = str((path.parent / ref).resolve())
-        base = _recipe_dict(ref, (*seen, str(path.resolve())))
     raw.setdefault("name", path.stem)
-    return merge(base, raw)
+    if base_name is None:
+        return None, raw
+    ref = str(base_name)
+    if ref not in builtins:
+        ref = str((path.parent / ref).resolve())
+        if foreign_base_ends and not Path(ref).is_file():
+            return None, raw
+    builtin, base = resolve_base_chain(ref, builtins, what, foreign_base_ends, (*seen, str(path.resolve())))
+    return builtin, merge(base, raw)
 
 
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
@@ -620,6 +696,28 @@ class PriorConfig:
     def receptive_field(self) -> int:
         """Past codes one prediction can see: code ``t`` depends on codes ``t - R .. t - 1``."""
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
+
+
+#: Speaker id meaning "unknown speaker" to a prior (its table's last row, ``n_speakers``).
+UNKNOWN_SPEAKER = -1
+
+
+def check_prior_config(config: PriorConfig) -> PriorConfig:
+    """ConfigError naming the first bad value of a prior's ``config`` (float and integer alike)."""
+    checks = [
+        (config.codebook_size >= 2, "prior codebook_size must be at least 2"),
+        (config.n_speakers >= 0, "prior n_speakers must be >= 0"),
+        (config.channels >= 1, "model.channels must be at least 1"),
+        (config.kernel_size >= 2, "model.kernel_size must be at least 2"),
+        (
+            len(config.dilations) >= 1 and all(d >= 1 for d in config.dilations),
+            "model.dilations must list at least one positive dilation",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return config
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,11 @@ from vqspeech.config import load_recipe
 from vqspeech.data.corpus import open_corpus
 from vqspeech.data.synth import synthesize_corpus
 from vqspeech.errors import ConfigError
+from vqspeech.evaluation.aims import AimResult, check_aims
 from vqspeech.files import write_text_atomic
 from vqspeech.inference import encode_file, write_token_output
 from vqspeech.loop import EvalMetrics, SilentCallback, StepMetrics, TrainCallback
-from vqspeech.report import AimResult, check_aims, write_report
+from vqspeech.report import write_report
 from vqspeech.tokens import TOKEN_SUFFIX
 from vqspeech.train import LAST, train
 

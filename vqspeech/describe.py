@@ -22,6 +22,7 @@ from vqspeech.checkpoint import (
     load_payload,
 )
 from vqspeech.config import BUILTIN_RECIPES, Recipe, load_recipe
+from vqspeech.decoders import get_family
 from vqspeech.model import VQVAE
 from vqspeech.prior_checkpoint import PRIOR_KIND, load_prior
 from vqspeech.tokens import MAGIC, TOKEN_SUFFIX, CodedTokens, TokenHeader, load_container
@@ -214,9 +215,7 @@ def _info(
     m = recipe.model
     ms = 1000.0 / m.sample_rate
     family = m.decoders[0]
-    decoder_rf = (
-        m.decoder.receptive_field if family == "wavenet" else m.spectrogram.receptive_field(m.hop_length)
-    )
+    decoder_rf = get_family(family).receptive_field(m)
     return ModelInfo(
         source=source,
         kind=kind,

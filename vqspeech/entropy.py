@@ -93,7 +93,7 @@ class PmfStepper(Protocol):
 
 
 class PmfSource(Protocol):
-    """An integer prior over code sequences (``vqspeech.nn.prior.IntegerCodePrior`` is one).
+    """An integer prior over code sequences (``vqspeech.nn.prior_int.IntegerCodePrior`` is one).
 
     Defined here, by the code that uses it, so entropy coding imports no torch.
 

@@ -2,7 +2,8 @@
 
 Loss (paper eq. 3): ``log p(x | z_q(x)) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2``, with the
 straight-through estimator carrying the decoders' gradients to the encoder. The
-reconstruction term is the sum over the model's decoder families:
+reconstruction term is the sum over the model's decoder families (:mod:`vqspeech.decoders`),
+each supplying its own term:
 
 * ``wavenet`` (the paper's): 256-way cross-entropy over 8-bit mu-law samples under teacher
   forcing, in nats per sample;
@@ -19,38 +20,51 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqspeech.config import ModelConfig
+from vqspeech.decoders import DecoderFamily, get_family, registered
 from vqspeech.errors import ConfigError
-from vqspeech.features import mu_law_decode, mu_law_encode
 from vqspeech.nn.adversary import CodeSpeakerAdversary
 from vqspeech.nn.encoder import Encoder
 from vqspeech.nn.quantizer import VectorQuantizer
-from vqspeech.nn.speaker import SpeakerEncoder, envelope_dims, envelope_synthesis, measured_dims
+from vqspeech.nn.speaker import SpeakerEncoder, envelope_dims, measured_dims
 from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.nn.wavenet import WaveNet
 
-#: Latent frames of overlap between Griffin-Lim chunks when decoding long files (0.256 s at 16 kHz).
-SPECTROGRAM_OVERLAP = 64
-
 
 class VQVAEOutput(NamedTuple):
-    """What one training forward pass returns; every loss term is a named scalar.
-
-    A decoder family the model does not have leaves its fields ``None``.
-    """
+    """What one training forward pass returns; every loss term is a named scalar."""
 
     loss: Tensor  # reconstruction + codebook + commitment (the commitment term already has beta)
-    reconstruction_loss: Tensor  # sum of the decoders' terms below
+    reconstruction_loss: Tensor  # sum of decoder_losses' terms
     codebook_loss: Tensor
     commitment_loss: Tensor
     perplexity: Tensor  # of the batch's code usage
     usage: Tensor  # [K] code counts in the batch
     codes: Tensor  # [B, F] int64
-    wavenet_loss: Tensor | None  # cross-entropy, nats per sample
-    spectrogram_loss: Tensor | None  # L1 log-magnitude + L1 log-mel
-    logits: Tensor | None  # [B, Q, T] WaveNet logits over mu-law classes
-    spectrogram: Tensor | None  # [B, n_fft // 2 + 1, F] predicted log magnitudes
+    decoder_losses: dict[str, Tensor]  # family name -> its reconstruction term (scalar)
+    predictions: dict[str, Tensor]  # family name -> what its decoder predicted
     speaker_loss: Tensor | None = None  # speaker encoder vs table vector, mean square (issue #7)
     adversary_loss: Tensor | None = None  # code speaker classifier's cross-entropy, nats (issue #7)
+
+    # The built-in families' terms by their older names; None when the model lacks the family.
+    @property
+    def wavenet_loss(self) -> Tensor | None:
+        """Cross-entropy over mu-law classes, nats per sample."""
+        return self.decoder_losses.get("wavenet")
+
+    @property
+    def spectrogram_loss(self) -> Tensor | None:
+        """L1 log-magnitude + L1 log-mel."""
+        return self.decoder_losses.get("spectrogram")
+
+    @property
+    def logits(self) -> Tensor | None:
+        """``[B, Q, T]`` WaveNet logits over mu-law classes."""
+        return self.predictions.get("wavenet")
+
+    @property
+    def spectrogram(self) -> Tensor | None:
+        """``[B, n_fft // 2 + 1, F']`` predicted log magnitudes."""
+        return self.predictions.get("spectrogram")
 
 
 class VQVAE(nn.Module):
@@ -80,28 +94,25 @@ class VQVAE(nn.Module):
         if self.measured_dims:
             with torch.no_grad():  # the table's measurements start neutral, not at random values
                 self.speaker_embedding.weight[:, -self.measured_dims :].zero_()
-        envelope = None
-        if self.envelope_dims:
-            envelope = envelope_synthesis(
-                config.speaker_encoder, self.envelope_dims, config.sample_rate, config.spectrogram.n_fft
-            )
         self.code_adversary: CodeSpeakerAdversary | None = None
         if config.code_adversary > 0:
             self.code_adversary = CodeSpeakerAdversary(q.dim, config.n_speakers, config.code_adversary)
+        # One module per listed family at decoders.<name> (the state_dict keys), built in
+        # registration order whatever the order of config.decoders (its first is the default).
+        self.families: dict[str, DecoderFamily] = {}
         self.decoders = nn.ModuleDict()
-        if "wavenet" in config.decoders:
-            self.decoders["wavenet"] = WaveNet(
-                config.decoder, cond_dim=q.dim, hop_length=config.hop_length, speaker_dim=config.speaker_dim
-            )
-        if "spectrogram" in config.decoders:
-            self.decoders["spectrogram"] = SpectrogramDecoder(
-                config.spectrogram, q.dim, config.speaker_dim, config.hop_length, config.sample_rate, envelope
-            )
+        for family in registered():
+            if family.name in config.decoders:
+                self.families[family.name] = family
+                self.decoders[family.name] = family.build(config)
+        for name in config.decoders:
+            get_family(name)  # a family listed but not registered: ConfigError naming the known ones
 
     @property
     def hop_length(self) -> int:
         return self.config.hop_length
 
+    # typed accessors for the built-in families' modules (any family's: decoders[name])
     @property
     def wavenet(self) -> WaveNet:
         return self._decoder("wavenet")  # type: ignore[return-value]
@@ -147,18 +158,12 @@ class VQVAE(nn.Module):
                 voice = torch.where(keep, voice, heard)
             else:
                 voice = heard
-        wavenet_loss = spectrogram_loss = logits = spectrogram = None
-        terms = []
-        if "wavenet" in self.decoders:
-            target = mu_law_encode(audio, self.config.decoder.quantization_channels)
-            logits = self.decoders["wavenet"](target, vq.quantized, voice)
-            wavenet_loss = F.cross_entropy(logits.float(), target)
-            terms.append(wavenet_loss)
-        if "spectrogram" in self.decoders:
-            spectrogram = self.spectrogram_decoder(vq.quantized, voice)
-            spectrogram_loss = self.spectrogram_decoder.loss(spectrogram, audio)
-            terms.append(spectrogram_loss)
-        reconstruction = torch.stack(terms).sum()
+        decoder_losses: dict[str, Tensor] = {}
+        predictions: dict[str, Tensor] = {}
+        for name, family in self.families.items():
+            term = family.loss(self.decoders[name], audio, vq.quantized, voice)
+            decoder_losses[name], predictions[name] = term.loss, term.prediction
+        reconstruction = torch.stack(list(decoder_losses.values())).sum()
         loss = reconstruction + vq.codebook_loss + vq.commitment_loss
         if speaker_loss is not None:
             loss = loss + self.config.speaker_encoder.pull_weight * speaker_loss
@@ -176,10 +181,8 @@ class VQVAE(nn.Module):
             perplexity=vq.perplexity,
             usage=vq.usage,
             codes=vq.codes,
-            wavenet_loss=wavenet_loss,
-            spectrogram_loss=spectrogram_loss,
-            logits=logits,
-            spectrogram=spectrogram,
+            decoder_losses=decoder_losses,
+            predictions=predictions,
             speaker_loss=speaker_loss,
             adversary_loss=adversary_loss,
         )
@@ -265,6 +268,7 @@ class VQVAE(nn.Module):
         WaveNet: autoregressive sampling with cached activations, ``temperature=0`` greedy,
         the same waveform for the same ``generator`` seed whatever ``chunk_frames`` is.
         Spectrogram: predicted magnitudes, Griffin-Lim phases seeded by ``generator``.
+        Other families: see their :meth:`~vqspeech.decoders.DecoderFamily.iter_decode`.
         """
         pieces = list(self.iter_decode(codes, speaker, temperature, generator, chunk_frames, decoder))
         return torch.cat(pieces, dim=1)
@@ -281,59 +285,28 @@ class VQVAE(nn.Module):
     ) -> Iterator[Tensor]:
         """Like :meth:`decode`, but yields audio ``[B, n]`` chunk by chunk at bounded memory.
 
-        WaveNet: its state (per-layer queues, sampling noise) is carried across chunks, so
-        the chunks concatenate to one-shot decoding exactly. Spectrogram: each chunk's
-        magnitudes are exact (computed with the decoder's full context); Griffin-Lim runs
-        per chunk with :data:`SPECTROGRAM_OVERLAP` frames of overlap, cross-faded linearly.
+        The family decodes (:meth:`~vqspeech.decoders.DecoderFamily.iter_decode`). WaveNet: its
+        state (per-layer queues, sampling noise) is carried across chunks, so the chunks
+        concatenate to one-shot decoding exactly. Spectrogram: each chunk's magnitudes are
+        exact (computed with the decoder's full context); Griffin-Lim runs per chunk with
+        overlap (``vqspeech.decoders.spectrogram.SPECTROGRAM_OVERLAP``), cross-faded linearly.
         """
         family = decoder or self.config.decoders[0]
-        self._decoder(family)
+        module = self._decoder(family)
         frames = codes.shape[1]
         step = chunk_frames or max(frames, 1)
         if step < 1:
             raise ValueError(f"chunk_frames must be positive, got {chunk_frames}")
         voice = self.speaker_vector(speaker)
-        if family == "spectrogram":
-            yield from self._iter_spectrogram(codes, voice, generator, step)
-            return
-        stream = self.wavenet.stream(voice, generator=generator)
-        q = self.config.decoder.quantization_channels
-        for start in range(0, max(frames, 1), step):
-            stop = min(frames, start + step)
-            classes = stream.push(
-                self.quantizer.lookup(codes[:, start:stop]), temperature=temperature, final=stop >= frames
-            )
-            yield mu_law_decode(classes, q)
-
-    def _iter_spectrogram(
-        self, codes: Tensor, voice: Tensor, generator: torch.Generator | None, step: int
-    ) -> Iterator[Tensor]:
-        decoder = self.spectrogram_decoder
-        frames, hop, stride = codes.shape[1], self.hop_length, decoder.stride
-        if step >= frames:
-            yield decoder.vocode(decoder(self.quantizer.lookup(codes), voice), frames, generator)
-            return
-        # chunk edges on multiples of the decoder's stride, so each chunk's frames are the
-        # same frames (same centres, same context) as one-shot decoding computes
-        step = -(-step // stride) * stride
-        ctx = decoder.context_frames
-        overlap = min(SPECTROGRAM_OVERLAP // stride * stride, step)
-        fade = torch.linspace(0.0, 1.0, overlap * hop + 2, device=codes.device)[1:-1]
-        tail: Tensor | None = None  # the previous chunk's last overlap * hop samples
-        for start in range(0, frames, step):
-            stop = min(frames, start + step)
-            first = max(0, start - overlap)
-            lo, hi = max(0, first - ctx) // stride * stride, min(frames, stop + ctx)
-            log_mag = decoder(self.quantizer.lookup(codes[:, lo:hi]), voice)
-            wanted = log_mag[..., (first - lo) // stride : decoder.output_frames(stop - lo)]
-            audio = decoder.vocode(wanted, stop - first, generator)
-            if tail is not None:
-                head = audio[:, : tail.shape[1]]
-                audio = torch.cat([tail * (1 - fade) + head * fade, audio[:, tail.shape[1] :]], dim=1)
-            if stop < frames:
-                tail = audio[:, -overlap * hop :]
-                audio = audio[:, : -overlap * hop]
-            yield audio
+        yield from self.families[family].iter_decode(
+            module,
+            codes,
+            voice,
+            self.quantizer.lookup,
+            step=step,
+            temperature=temperature,
+            generator=generator,
+        )
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable + buffer-free parameter counts per part and in total."""

@@ -32,7 +32,15 @@ from torch import Tensor, nn
 from vqspeech.audio import load_audio, save_audio
 from vqspeech.checkpoint import load_checkpoint
 from vqspeech.codec import ENCODE_CHUNK_FRAMES, Codec
-from vqspeech.config import PriorRecipe, TrainConfig, from_dict, merge, parse_override, to_dict
+from vqspeech.config import (
+    UNKNOWN_SPEAKER,
+    PriorRecipe,
+    TrainConfig,
+    from_dict,
+    merge,
+    parse_override,
+    to_dict,
+)
 from vqspeech.data.batches import split_for
 from vqspeech.data.corpus import Utterance, open_corpus
 from vqspeech.device import resolve_device
@@ -41,7 +49,8 @@ from vqspeech.files import refuse_existing
 from vqspeech.inference import decode_tokens
 from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run
 from vqspeech.model import VQVAE
-from vqspeech.nn.prior import UNKNOWN_SPEAKER, CodePrior, IntegerCodePrior
+from vqspeech.nn.prior import CodePrior
+from vqspeech.nn.prior_int import IntegerCodePrior
 from vqspeech.prior_checkpoint import PriorCheckpoint, check_prior_recipe, load_prior, save_prior
 
 LN2 = math.log(2.0)

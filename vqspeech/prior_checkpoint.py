@@ -18,10 +18,11 @@ import torch
 from torch import Tensor
 
 from vqspeech.checkpoint import load_payload, save_payload
-from vqspeech.config import PriorConfig, PriorRecipe, from_dict, to_dict
+from vqspeech.config import UNKNOWN_SPEAKER, PriorConfig, PriorRecipe, check_prior_config, from_dict, to_dict
 from vqspeech.entropy import decode_tokens, encode_tokens
 from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError
-from vqspeech.nn.prior import UNKNOWN_SPEAKER, CodePrior, IntegerCodePrior, check_prior_config
+from vqspeech.nn.prior import CodePrior
+from vqspeech.nn.prior_int import IntegerCodePrior
 from vqspeech.tokens import CodedTokens, TokenFile
 
 PRIOR_KIND = "prior"

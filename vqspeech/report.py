@@ -12,9 +12,8 @@ utterance (original, reconstruction and two conversions of ~2.5 s) costs ~0.65 M
 spectrogram; :data:`MAX_UTTERANCES` of them keep the file at a few MB (3.3 MB for the demo).
 The others are listed by name; their WAVs stay in the audio folder.
 
-The aims come from project issue 6 (:data:`vqspeech.evaluation.STOI_AIM`,
-:data:`~vqspeech.evaluation.TARGET_RATE_AIM`): held-out STOI >= 0.75 and voice conversions
-recognised as the target speaker >= 80 % of the time.
+The aims come from project issue 6 (:data:`vqspeech.evaluation.aims.AIMS`): held-out STOI >= 0.75
+and voice conversions recognised as the target speaker >= 80 % of the time.
 """
 
 from __future__ import annotations
@@ -25,9 +24,7 @@ import datetime
 import html
 import io
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,64 +33,16 @@ import numpy as np
 import vqspeech
 from vqspeech.audio import audio_info, load_audio, save_audio
 from vqspeech.config import Recipe, to_dict
-from vqspeech.evaluation import STOI_AIM, TARGET_RATE_AIM
+from vqspeech.evaluation.aims import check_aims
+from vqspeech.evaluation.aims import fixed3 as _fixed3
+from vqspeech.evaluation.aims import lookup as _lookup
+from vqspeech.evaluation.aims import number as _number
+from vqspeech.evaluation.aims import percent as _percent
 from vqspeech.files import write_text_atomic
 from vqspeech.plots import code_usage_png, curves_png, spectrograms_png
 
 #: Utterances whose audio and spectrograms are embedded (the rest are only named).
 MAX_UTTERANCES = 5
-
-
-@dataclass(frozen=True)
-class Aim:
-    """A target a metric should reach: ``path`` into the evaluation dict, ``at_least`` that value."""
-
-    label: str
-    path: tuple[str, ...]
-    at_least: float
-    percent: bool = False  # the value is a fraction, shown as a percentage
-
-
-#: Project issue 6's aims for the demo model.
-AIMS = (
-    Aim("held-out STOI (intelligibility of reconstructions)", ("reconstruction", "stoi"), STOI_AIM),
-    Aim(
-        "conversions recognised as the target speaker",
-        ("conversion", "target_rate"),
-        TARGET_RATE_AIM,
-        percent=True,
-    ),
-)
-
-
-@dataclass(frozen=True)
-class AimResult:
-    """An :class:`Aim` checked against an evaluation: ``value`` None when the metric is missing."""
-
-    aim: Aim
-    value: float | None
-
-    @property
-    def met(self) -> bool:
-        return self.value is not None and self.value >= self.aim.at_least
-
-    @property
-    def value_text(self) -> str:
-        return (_percent if self.aim.percent else _fixed3)(self.value)
-
-    @property
-    def target_text(self) -> str:
-        return (_percent if self.aim.percent else _fixed3)(self.aim.at_least)
-
-    def describe(self) -> str:
-        """E.g. ``held-out STOI (...): 0.712 (aim >= 0.750: not met)``."""
-        verdict = "met" if self.met else "not met"
-        return f"{self.aim.label}: {self.value_text} (aim >= {self.target_text}: {verdict})"
-
-
-def check_aims(evaluation: Mapping[str, Any]) -> tuple[AimResult, ...]:
-    """Each of :data:`AIMS` against ``evaluation`` (an ``EvalReport.to_dict()``)."""
-    return tuple(AimResult(aim, _number(_lookup(evaluation, aim.path))) for aim in AIMS)
 
 
 def summary_lines(evaluation: Mapping[str, Any]) -> list[str]:
@@ -482,32 +431,8 @@ def _e(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def _lookup(data: Mapping[str, Any], path: Sequence[str]) -> Any:
-    node: Any = data
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    number = float(value) + 0.0  # + 0.0 turns -0.0 (an entropy of one code) into 0.0
-    return number if math.isfinite(number) else None
-
-
 def _fmt(pattern: str) -> Callable[[float | None], str]:
     return lambda v: "n/a" if v is None else pattern.format(v)
-
-
-def _fixed3(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def _percent(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.0f} %"
 
 
 def _bps(v: float | None) -> str:

@@ -27,9 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vqspeech.config import QuantizerConfig, TrainConfig, from_dict, merge, parse_override, to_dict
+from vqspeech.config import (
+    QuantizerConfig,
+    TrainConfig,
+    from_dict,
+    merge,
+    parse_override,
+    resolve_base_chain,
+)
 from vqspeech.errors import ConfigError
 
 IMAGE_DATASETS = ("digits", "cifar10")
@@ -365,7 +370,7 @@ def is_vision_recipe(name_or_path: str | Path) -> bool:
     Never raises: anything unreadable is "not vision", and the speech loader reports it.
     """
     try:
-        return _resolve(str(name_or_path), seen=())[0] is not None
+        return _resolve(str(name_or_path))[0] is not None
     except ConfigError:
         return False
 
@@ -376,7 +381,7 @@ def load_vision_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) 
     A YAML file names its starting point with ``base:`` (a built-in, or another vision recipe
     file relative to it). Returns an :class:`ImageRecipe` or a :class:`VideoRecipe`.
     """
-    builtin, data = _resolve(str(name_or_path), seen=())
+    builtin, data = _resolve(str(name_or_path))
     if builtin is None:
         known = ", ".join(sorted(BUILTIN_VISION_RECIPES))
         raise ConfigError(f"recipe {name_or_path!r} is not a vision recipe: its 'base' must lead to {known}")
@@ -391,32 +396,9 @@ def vision_recipe_from_dict(data: dict[str, Any], family: str) -> VisionRecipe:
     return validate_vision(from_dict(cls, data))
 
 
-def _resolve(name_or_path: str, seen: tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
-    """(the built-in the chain starts from or None, the merged recipe dict)."""
-    if name_or_path in BUILTIN_VISION_RECIPES:
-        return name_or_path, to_dict(BUILTIN_VISION_RECIPES[name_or_path]())
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise ConfigError(f"recipe {name_or_path!r} is neither a built-in vision recipe nor a file")
-    if str(path.resolve()) in seen:
-        raise ConfigError(f"recipe {path} includes itself through 'base'")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read recipe {path}: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"recipe {path} must be a YAML mapping")
-    base_name = raw.pop("base", None)
-    if base_name is None:
-        return None, raw
-    ref = str(base_name)
-    if ref not in BUILTIN_VISION_RECIPES:
-        ref = str((path.parent / ref).resolve())
-        if not Path(ref).is_file():
-            return None, raw  # e.g. base: demo, a speech recipe
-    builtin, base = _resolve(ref, (*seen, str(path.resolve())))
-    raw.setdefault("name", path.stem)
-    return builtin, merge(base, raw)
+def _resolve(name_or_path: str) -> tuple[str | None, dict[str, Any]]:
+    """(the built-in vision recipe the ``base`` chain starts from or None, the merged recipe dict)."""
+    return resolve_base_chain(name_or_path, BUILTIN_VISION_RECIPES, "vision recipe ", foreign_base_ends=True)
 
 
 def recipe_family(recipe: VisionRecipe) -> str:

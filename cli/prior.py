@@ -13,7 +13,7 @@ from vqspeech.prior import prior_recipe, train_prior
 from vqspeech.vision.checkpoints import is_vision_checkpoint
 from vqspeech_cli.errors import boundary, stderr
 from vqspeech_cli.options import CacheDir, Device, Model, Overrides, Quiet, Resume, RunOut, Steps
-from vqspeech_cli.progress import TrainProgress
+from vqspeech_cli.progress import TrainProgress, note_ignored_overrides
 
 app = typer.Typer(
     help="A prior over a model's speech codes: train it, then sample speech with vqspeech sample.",
@@ -50,6 +50,7 @@ def train_command(
     (--set prior.*, prior_train.*): held-out bits/dim or next-frame accuracy at each evaluation.
     """
     report = TrainProgress(quiet)
+    note_ignored_overrides(overrides, out, resume, quiet)
     with boundary():
         try:
             result: FitResult

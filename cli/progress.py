@@ -6,6 +6,9 @@ The library reports progress through callbacks (``progress(stage, done, total)``
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vqspeech.loop import EvalMetrics, StepMetrics
@@ -90,3 +93,15 @@ class TrainProgress:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def note_ignored_overrides(overrides: list[str] | None, out: Path, resume: bool, quiet: bool) -> None:
+    """Say that ``--set`` values are not used by a resumed run (it keeps its saved settings)."""
+    if resume and overrides and not quiet:
+        shown = ", ".join(f"--set {o}" for o in overrides)
+        stderr.print(
+            escape(
+                f"--resume continues with every setting saved in {out / 'last.pt'} (only --steps changes "
+                f"a resumed run); not used: {shown}"
+            )
+        )

@@ -14,7 +14,7 @@ from vqspeech.train import TrainResult, train
 from vqspeech.vision import is_vision_recipe, load_vision_recipe
 from vqspeech_cli.errors import boundary, stderr
 from vqspeech_cli.options import CacheDir, Device, Overrides, Quiet, Resume, RunOut, Steps
-from vqspeech_cli.progress import TrainProgress
+from vqspeech_cli.progress import TrainProgress, note_ignored_overrides
 
 
 def train_command(
@@ -54,6 +54,7 @@ def train_command(
                 from vqspeech.vision.train import train_vision  # torch-heavy: only when asked for
 
                 vision = load_vision_recipe(recipe, overrides or ())
+                note_ignored_overrides(overrides, out, resume, quiet)
                 result = train_vision(
                     vision, data, out, steps=steps, resume=resume, device=device, callback=report
                 )

@@ -38,7 +38,7 @@ from vqspeech.data.batches import split_for
 from vqspeech.data.corpus import Utterance, open_corpus
 from vqspeech.errors import CheckpointError, ConfigError, DataError, OutputError
 from vqspeech.inference import ENCODE_CHUNK_FRAMES, Codec, decode_tokens
-from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run, resolve_device
+from vqspeech.loop import LAST, FitResult, TrainCallback, claim_run, fit, resolve_device
 from vqspeech.model import VQVAE
 from vqspeech.nn.prior import UNKNOWN_SPEAKER, CodePrior, IntegerCodePrior, check_prior_config
 
@@ -376,43 +376,43 @@ def train_prior(
     dev = resolve_device(device)
     vq = load_checkpoint(model_checkpoint)
     fingerprint = vq.fingerprint
-    refuse_existing_run(out_dir, resume)
-    previous: PriorCheckpoint | None = None
-    if resume:
-        previous = load_prior(out_dir / LAST)
-        previous.check_model(fingerprint, model_checkpoint)
-        recipe = previous.recipe
-    recipe = recipe or PriorRecipe()
-    total_steps = steps if steps is not None else recipe.train.steps
-    model_config = dataclasses.replace(
-        recipe.model, codebook_size=vq.recipe.model.quantizer.codebook_size, n_speakers=len(vq.speakers)
-    )
-    train_config: TrainConfig = dataclasses.replace(recipe.train, steps=total_steps)
-    recipe = check_prior_recipe(dataclasses.replace(recipe, model=model_config, train=train_config))
+    with claim_run(out_dir, resume):
+        previous: PriorCheckpoint | None = None
+        if resume:
+            previous = load_prior(out_dir / LAST)
+            previous.check_model(fingerprint, model_checkpoint)
+            recipe = previous.recipe
+        recipe = recipe or PriorRecipe()
+        total_steps = steps if steps is not None else recipe.train.steps
+        model_config = dataclasses.replace(
+            recipe.model, codebook_size=vq.recipe.model.quantizer.codebook_size, n_speakers=len(vq.speakers)
+        )
+        train_config: TrainConfig = dataclasses.replace(recipe.train, steps=total_steps)
+        recipe = check_prior_recipe(dataclasses.replace(recipe, model=model_config, train=train_config))
 
-    corpus = open_corpus(data, sample_rate=vq.recipe.model.sample_rate, cache_dir=cache_dir)
-    split = split_for(corpus, vq.recipe)
-    vqvae = vq.build_model(dev)
-    if callback is not None:
-        callback.on_message(f"encoding {len(corpus)} utterances with {model_checkpoint}")
-    train = encode_utterances(vqvae, split.train, vq.speaker_names, dev)
-    valid = encode_utterances(vqvae, split.valid, vq.speaker_names, dev)
-    del vqvae
+        corpus = open_corpus(data, sample_rate=vq.recipe.model.sample_rate, cache_dir=cache_dir)
+        split = split_for(corpus, vq.recipe)
+        vqvae = vq.build_model(dev)
+        if callback is not None:
+            callback.on_message(f"encoding {len(corpus)} utterances with {model_checkpoint}")
+        train = encode_utterances(vqvae, split.train, vq.speaker_names, dev)
+        valid = encode_utterances(vqvae, split.valid, vq.speaker_names, dev)
+        del vqvae
 
-    torch.manual_seed(recipe.train.seed)
-    prior = CodePrior(recipe.model).to(dev)
-    if previous is not None:
-        prior.load_state_dict(previous.state)
-    task = PriorTask(prior, recipe, CropBatches(train, recipe), valid, vq.speakers, fingerprint, dev)
-    return fit(
-        task,
-        out_dir,
-        recipe.train,
-        total_steps=total_steps,
-        training=previous.training if previous is not None else None,
-        device=dev,
-        callback=callback,
-    )
+        torch.manual_seed(recipe.train.seed)
+        prior = CodePrior(recipe.model).to(dev)
+        if previous is not None:
+            prior.load_state_dict(previous.state)
+        task = PriorTask(prior, recipe, CropBatches(train, recipe), valid, vq.speakers, fingerprint, dev)
+        return fit(
+            task,
+            out_dir,
+            recipe.train,
+            total_steps=total_steps,
+            training=previous.training if previous is not None else None,
+            device=dev,
+            callback=callback,
+        )
 
 
 # --------------------------------------------------------------------------------------------

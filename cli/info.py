@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vqspeech.inference import ModelInfo, RunInfo, TokenInfo, describe_files
-from vqspeech_cli.errors import boundary
+from vqspeech_cli.errors import UNPRINTABLE, boundary, safe
 from vqspeech_cli.io import Reporter
 
 
@@ -48,7 +48,8 @@ def info(
     if as_json:
         data = [d.to_json() for d in described]
         if data:
-            typer.echo(json.dumps(data[0] if len(targets) == 1 else data, indent=2, ensure_ascii=False))
+            text = json.dumps(data[0] if len(targets) == 1 else data, indent=2, ensure_ascii=False)
+            typer.echo(UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
     else:
         console = Console(highlight=False)
         for d in described:
@@ -63,7 +64,7 @@ def info(
 
 def _token_table(r: TokenInfo) -> Table:
     h = r.header
-    table = Table(title=f"tokens {r.source}", show_header=False, title_justify="left")
+    table = Table(title=safe(f"tokens {r.source}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     rows = [
@@ -92,12 +93,12 @@ def _token_table(r: TokenInfo) -> Table:
     ]
     rows += [(f"extra: {k}", json.dumps(v)) for k, v in h.extra.items()]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(safe(key), safe(value))
     return table
 
 
 def _table(r: ModelInfo) -> Table:
-    table = Table(title=f"{r.kind} {r.source}", show_header=False, title_justify="left")
+    table = Table(title=safe(f"{r.kind} {r.source}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     rows = [
@@ -134,15 +135,15 @@ def _table(r: ModelInfo) -> Table:
     if r.step is not None:
         rows.append(("training step", str(r.step)))
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(safe(key), safe(value))
     return table
 
 
 def _run_table(r: RunInfo) -> Table:
-    table = Table(title=f"{r.kind} {r.source}", show_header=False, title_justify="left")
+    table = Table(title=safe(f"{r.kind} {r.source}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("what", r.description)
+    table.add_row("what", safe(r.description))
     for key, value in r.details.items():
         if key == "config":
             continue
@@ -153,10 +154,11 @@ def _run_table(r: RunInfo) -> Table:
             if isinstance(value, list)
             else str(value)
         )
-        table.add_row(key.replace("_", " "), shown)
+        table.add_row(safe(key.replace("_", " ")), safe(shown))
     for section, values in r.details.get("config", {}).items():
         if isinstance(values, dict):
             table.add_row(
-                section, ", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))
+                safe(section),
+                safe(", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))),
             )
     return table

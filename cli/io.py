@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from vqspeech.inference import Outcome, Task
-from vqspeech_cli.errors import stderr
+from vqspeech_cli.errors import printable, stderr
 
 STDIO = "-"
 
@@ -208,7 +208,10 @@ class Reporter:
 
     def fail(self, label: str, reason: str) -> None:
         self.failed += 1
-        stderr.print(f"[bold red]error:[/] {escape(label)}: {escape(' '.join(reason.split()))}")
+        reason = " ".join(reason.split())
+        # most library messages already start with the path: print it once ("x.vqt is truncated")
+        line = reason if reason.startswith((f"{label}:", f"{label} ")) else f"{label}: {reason}"
+        stderr.print(f"[bold red]error:[/] {escape(printable(line))}")
 
     def on_outcome(self, outcome: Outcome) -> None:
         if outcome.error is not None:

@@ -43,6 +43,9 @@ from vqspeech.model import VQVAE
 from vqspeech.nn.prior import UNKNOWN_SPEAKER, CodePrior, IntegerCodePrior, check_prior_config
 
 PRIOR_KIND = "prior"
+#: The longest speech :func:`sample_speech` makes in one go: the prior samples the codes of the
+#: whole length and the audio is held in memory (an hour at 16 kHz is 230 MB of float32).
+MAX_SAMPLE_SECONDS = 3600
 LN2 = math.log(2.0)
 
 
@@ -449,6 +452,11 @@ def sample_speech(
     """
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigError(f"--seconds must be a positive number, got {seconds}")
+    if seconds > MAX_SAMPLE_SECONDS:
+        raise ConfigError(
+            f"--seconds {seconds:g} is over the {MAX_SAMPLE_SECONDS} s that one sample may take (the codes "
+            "and the audio are held in memory); sample several files"
+        )
     if not temperature >= 0:
         raise ConfigError(f"--temperature must be >= 0, got {temperature}")
     codec = Codec.load(model_checkpoint, device)

@@ -30,6 +30,7 @@ another kind says what the file is instead of failing on a missing key.
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
 import re
@@ -215,8 +216,8 @@ def payload_digest(payload: dict[str, Any]) -> str:
 def _torch_save(payload: dict[str, Any], handle: Any) -> None:
     try:
         torch.save(payload, handle)
-    except RuntimeError as exc:  # torch's writer turns a failed write (disk full) into RuntimeError
-        raise OSError(" ".join(str(exc).split()) or "write failed") from None
+    except RuntimeError:  # torch's zip writer reports a failed write (disk full) as RuntimeError
+        raise OSError(errno.EIO, "the write failed part-way; the disk may be full") from None
 
 
 def save_payload(path: str | Path, payload: dict[str, Any]) -> Path:

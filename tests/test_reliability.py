@@ -31,7 +31,6 @@ from vqspeech.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     DIGEST_KEY,
-
     load_checkpoint,
     load_payload,
     save_payload,

@@ -776,7 +776,7 @@ def _write_audio(
                     out.write(np.clip(tail, -1.0, 1.0) if pcm else tail)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise OutputError(
-                f"{_label(target)}: cannot write {fmt} audio ({' '.join(str(exc).split())})"
+                f"{_label(target)}: cannot write {fmt} audio ({' '.join(str(exc).split())}); check free space"
             ) from None
 
 

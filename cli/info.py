@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated
 
 import typer
@@ -10,8 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vqspeech.inference import ModelInfo, RunInfo, TokenInfo, describe_files
-from vqspeech_cli.errors import UNPRINTABLE, boundary, safe
+from vqspeech_cli.errors import boundary, safe
 from vqspeech_cli.io import Reporter
+
+#: What json.dumps(ensure_ascii=False) leaves raw that a terminal acts on: DEL, the C1 controls
+#: (U+009B is a one-character CSI) and the bidirectional overrides; JSON escapes the C0 ones.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def info(
@@ -49,7 +54,7 @@ def info(
         data = [d.to_json() for d in described]
         if data:
             text = json.dumps(data[0] if len(targets) == 1 else data, indent=2, ensure_ascii=False)
-            typer.echo(UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+            typer.echo(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
     else:
         console = Console(highlight=False)
         for d in described:

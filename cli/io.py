@@ -209,9 +209,13 @@ class Reporter:
     def fail(self, label: str, reason: str) -> None:
         self.failed += 1
         reason = " ".join(reason.split())
-        # most library messages already start with the path: print it once ("x.vqt is truncated")
-        line = reason if reason.startswith((f"{label}:", f"{label} ")) else f"{label}: {reason}"
-        stderr.print(f"[bold red]error:[/] {escape(printable(line))}")
+        # most library messages start with the path already: keep ``INPUT: reason`` (scripts parse
+        # it) and say the path once ("x.vqt: is truncated", not "x.vqt: x.vqt is truncated")
+        for head in (f"{label}: ", f"{label} "):
+            if reason.startswith(head) and len(reason) > len(head):
+                reason = reason[len(head) :]
+                break
+        stderr.print(f"[bold red]error:[/] {escape(printable(f'{label}: {reason}'))}")
 
     def on_outcome(self, outcome: Outcome) -> None:
         if outcome.error is not None:

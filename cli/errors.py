@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import typer
@@ -12,6 +13,25 @@ from rich.markup import escape
 from vqspeech.errors import VQSpeechError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+#: Characters a terminal acts on instead of showing: C0 controls (ESC starts colour and cursor
+#: sequences), DEL and the C1 controls (U+009B is a one-character CSI), and the bidirectional
+#: overrides that reorder what is shown.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on shown as an escape (``\\x1b``).
+
+    For anything that comes from a file or a path (headers, names, messages quoting them)
+    before it reaches the terminal; Rich markup still needs :func:`rich.markup.escape` on top.
+    """
+    return UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def safe(text: object) -> str:
+    """:func:`printable` and markup-escaped: a value from a file, ready for ``Console.print``."""
+    return escape(printable(str(text)))
 
 
 @contextlib.contextmanager
@@ -24,7 +44,7 @@ def boundary() -> Iterator[None]:
     try:
         yield
     except VQSpeechError as exc:
-        stderr.print(f"[bold red]error:[/] {escape(str(exc))}")
+        stderr.print(f"[bold red]error:[/] {safe(exc)}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         stderr.print("[bold red]interrupted[/]")

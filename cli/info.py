@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated
 
 import typer
@@ -11,8 +12,12 @@ from rich.table import Table
 
 from vqspeech.batch import describe_files
 from vqspeech.describe import ModelInfo, RunInfo, TokenInfo
-from vqspeech_cli.errors import boundary
+from vqspeech_cli.errors import boundary, safe
 from vqspeech_cli.io import Reporter
+
+#: What json.dumps(ensure_ascii=False) leaves raw that a terminal acts on: DEL, the C1 controls
+#: (U+009B is a one-character CSI) and the bidirectional overrides; JSON escapes the C0 ones.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def info(
@@ -49,7 +54,8 @@ def info(
     if as_json:
         data = [d.to_json() for d in described]
         if data:
-            typer.echo(json.dumps(data[0] if len(targets) == 1 else data, indent=2, ensure_ascii=False))
+            text = json.dumps(data[0] if len(targets) == 1 else data, indent=2, ensure_ascii=False)
+            typer.echo(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
     else:
         console = Console(highlight=False)
         for d in described:
@@ -64,7 +70,7 @@ def info(
 
 def _token_table(r: TokenInfo) -> Table:
     h = r.header
-    table = Table(title=f"tokens {r.source}", show_header=False, title_justify="left")
+    table = Table(title=safe(f"tokens {r.source}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     rows = [
@@ -93,12 +99,12 @@ def _token_table(r: TokenInfo) -> Table:
     ]
     rows += [(f"extra: {k}", json.dumps(v)) for k, v in h.extra.items()]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(safe(key), safe(value))
     return table
 
 
 def _table(r: ModelInfo) -> Table:
-    table = Table(title=f"{r.kind} {r.source}", show_header=False, title_justify="left")
+    table = Table(title=safe(f"{r.kind} {r.source}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     rows = [
@@ -135,15 +141,15 @@ def _table(r: ModelInfo) -> Table:
     if r.step is not None:
         rows.append(("training step", str(r.step)))
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(safe(key), safe(value))
     return table
 
 
 def _run_table(r: RunInfo) -> Table:
-    table = Table(title=f"{r.kind} {r.source}", show_header=False, title_justify="left")
+    table = Table(title=safe(f"{r.kind} {r.source}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("what", r.description)
+    table.add_row("what", safe(r.description))
     for key, value in r.details.items():
         if key == "config":
             continue
@@ -154,10 +160,11 @@ def _run_table(r: RunInfo) -> Table:
             if isinstance(value, list)
             else str(value)
         )
-        table.add_row(key.replace("_", " "), shown)
+        table.add_row(safe(key.replace("_", " ")), safe(shown))
     for section, values in r.details.get("config", {}).items():
         if isinstance(values, dict):
             table.add_row(
-                section, ", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))
+                safe(section),
+                safe(", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))),
             )
     return table

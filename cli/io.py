@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from vqspeech.audio import FORMATS
 from vqspeech.batch import Outcome, Task
-from vqspeech_cli.errors import stderr
+from vqspeech_cli.errors import printable, stderr
 
 STDIO = "-"
 
@@ -222,7 +222,14 @@ class Reporter:
 
     def fail(self, label: str, reason: str) -> None:
         self.failed += 1
-        stderr.print(f"[bold red]error:[/] {escape(label)}: {escape(' '.join(reason.split()))}")
+        reason = " ".join(reason.split())
+        # most library messages start with the path already: keep ``INPUT: reason`` (scripts parse
+        # it) and say the path once ("x.vqt: is truncated", not "x.vqt: x.vqt is truncated")
+        for head in (f"{label}: ", f"{label} "):
+            if reason.startswith(head) and len(reason) > len(head):
+                reason = reason[len(head) :]
+                break
+        stderr.print(f"[bold red]error:[/] {escape(printable(f'{label}: {reason}'))}")
 
     def on_outcome(self, outcome: Outcome) -> None:
         if outcome.error is not None:

@@ -31,7 +31,8 @@ Model = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Checkpoint to use (a .pt from vqspeech train); loaded once per command.",
+        help="Checkpoint to use (a .pt from vqspeech train, or its run folder for its last.pt); loaded "
+        "once per command.",
         metavar="CKPT",
     ),
 ]
@@ -114,7 +115,14 @@ Steps = Annotated[
         "--steps", help="Total steps (not additional: --resume --steps N extends a run to N).", min=0
     ),
 ]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue the run in --out from its last.pt, with every setting saved there (--set is not "
+        "used; --steps sets the new total).",
+    ),
+]
 CacheDir = Annotated[
     Path | None,
     typer.Option(

@@ -9,7 +9,7 @@ import typer
 
 from vqspeech.runs import train_prior_run
 from vqspeech_cli.options import CacheDir, Device, Model, Overrides, Quiet, Resume, RunOut, Steps
-from vqspeech_cli.progress import run_training
+from vqspeech_cli.progress import note_ignored_overrides, run_training
 
 app = typer.Typer(
     help="A prior over a model's speech codes: train it, then sample speech with vqspeech sample.",
@@ -45,6 +45,7 @@ def train_command(
     An image or video --model (docs/vision.md) gets its PixelCNN or next-frame prior instead
     (--set prior.*, prior_train.*): held-out bits/dim or next-frame accuracy at each evaluation.
     """
+    note_ignored_overrides(overrides, out, resume, quiet)
     run_training(
         quiet,
         lambda report: train_prior_run(

@@ -7,8 +7,10 @@ The library reports progress through callbacks (``progress(stage, done, total)``
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vqspeech.loop import EvalMetrics, FitResult, StepMetrics
@@ -109,3 +111,15 @@ def run_training(quiet: bool, run: Callable[[TrainProgress], TrainResult | FitRe
         stderr.print(f"checkpoint: {result.checkpoint} (step {result.step})")
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def note_ignored_overrides(overrides: list[str] | None, out: Path, resume: bool, quiet: bool) -> None:
+    """Say that ``--set`` values are not used by a resumed run (it keeps its saved settings)."""
+    if resume and overrides and not quiet:
+        shown = ", ".join(f"--set {o}" for o in overrides)
+        stderr.print(
+            escape(
+                f"--resume continues with every setting saved in {out / 'last.pt'} (only --steps changes "
+                f"a resumed run); not used: {shown}"
+            )
+        )

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from vqspeech.runs import train_run
+from vqspeech.vision import is_vision_recipe
 from vqspeech_cli.options import CacheDir, Device, Overrides, Quiet, Resume, RunOut, Steps
-from vqspeech_cli.progress import run_training
+from vqspeech_cli.progress import note_ignored_overrides, run_training
 
 
 def train_command(
@@ -41,6 +42,8 @@ def train_command(
 
     Multi-GPU: torchrun --nproc_per_node N -m vqspeech_cli.main train ...
     """
+    if is_vision_recipe(recipe):  # a speech run names each ignored setting itself (vqspeech.train)
+        note_ignored_overrides(overrides, out, resume, quiet)
     run_training(
         quiet,
         lambda report: train_run(

@@ -93,6 +93,12 @@ def _check_path(path: Path) -> None:
         raise AudioError(f"{path}: is not a file; give the path of a WAV, FLAC or OGG file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: the file is empty (0 bytes); re-export or remove it")
+    try:
+        path.open("rb").close()  # libsndfile would call a permission problem "System error."
+    except OSError as exc:
+        raise AudioError(
+            f"{path}: cannot read the file ({exc.strerror or _reason(exc)}); check its permissions"
+        ) from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -100,12 +106,33 @@ def _reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+#: Input sample rates :func:`load_audio` accepts, in Hz. Below 4 kHz a file cannot hold speech
+#: (its band would end under 2 kHz; telephone audio, the lowest rate in use, is 8 kHz), and the
+#: header's rate sets how many output samples each input sample becomes: a few-KB file claiming
+#: 1 Hz would ask for gigabytes at 16 kHz. 768 kHz is the highest rate audio hardware records.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 768000
+#: Input frames read (and resampled) at a time, so memory follows the output, not the input.
+_BLOCK_FRAMES = 1 << 16
+
+
+def _check_rate(rate: int, name: str) -> None:
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"{name}: sample rate {rate} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz, the "
+            "rates speech is recorded at; the header is corrupt, or resample the file first"
+        )
+
+
 def load_audio(source: AudioTarget, sample_rate: int = 16000) -> np.ndarray:
     """Read an audio file (path or binary file object) -> mono float32 ``[T]`` at ``sample_rate`` Hz.
 
     Integer PCM is scaled to [-1, 1); channels are averaged; other rates are converted with
-    soxr HQ. Pure silence is valid. Raises :class:`AudioError` for a missing or empty file,
-    bytes that are not audio, a file with zero samples, or NaN/inf samples.
+    soxr HQ, block by block (equal to converting the whole signal at once), so the memory taken
+    is about the output's. Pure silence is valid. Raises :class:`AudioError` for a missing or
+    empty file, bytes that are not audio, a sample rate outside [:data:`MIN_SAMPLE_RATE`,
+    :data:`MAX_SAMPLE_RATE`], a file with zero samples or too short to make one sample at
+    ``sample_rate``, or NaN/inf samples.
     """
     name = _name(source)
     if isinstance(source, (str, os.PathLike)):
@@ -113,20 +140,43 @@ def load_audio(source: AudioTarget, sample_rate: int = 16000) -> np.ndarray:
         opened: str | BinaryIO = os.fspath(source)
     else:
         opened = source
+    parts: list[np.ndarray] = []
+    frames = 0
     try:
-        data, orig_rate = sf.read(opened, dtype="float32", always_2d=True)
+        with sf.SoundFile(opened) as handle:
+            orig_rate = int(handle.samplerate)
+            _check_rate(orig_rate, name)
+            resampler = (
+                soxr.ResampleStream(orig_rate, sample_rate, 1, dtype="float32", quality="HQ")
+                if orig_rate != sample_rate
+                else None
+            )
+            for block in handle.blocks(_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].copy()
+                del block
+                if not np.isfinite(mono).all():
+                    raise AudioError(
+                        f"{name}: the file holds NaN or infinite samples; re-export it as PCM or remove it"
+                    )
+                frames += mono.shape[0]
+                parts.append(resampler.resample_chunk(mono) if resampler is not None else mono)
+            if resampler is not None:
+                parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
         raise AudioError(
             f"{name}: not a readable audio file ({_reason(exc)}); convert it to WAV or FLAC"
         ) from None
     except OSError as exc:
         raise AudioError(f"{name}: cannot read the file ({_reason(exc)}); check its permissions") from None
-    if data.shape[0] == 0:
+    if frames == 0:
         raise AudioError(f"{name}: the file holds no samples; re-export or remove it")
-    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(mono).all():
-        raise AudioError(f"{name}: the file holds NaN or infinite samples; re-export it as PCM or remove it")
-    return resample(mono, int(orig_rate), sample_rate)
+    audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if audio.shape[0] == 0:
+        raise AudioError(
+            f"{name}: too short: {frames} sample(s) at {orig_rate} Hz make no sample at {sample_rate} Hz; "
+            "remove it or give a longer recording"
+        )
+    return np.ascontiguousarray(audio, dtype=np.float32)
 
 
 def save_audio(
@@ -182,7 +232,10 @@ def _write(
     try:
         sf.write(target, samples, sample_rate, format=fmt, subtype=subtype)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(f"{_name(target)}: cannot write {fmt}/{subtype} audio ({_reason(exc)})") from None
+        raise AudioError(
+            f"{_name(target)}: cannot write {fmt}/{subtype} audio ({_reason(exc)}); check free space "
+            "and permissions"
+        ) from None
     except OSError as exc:
         raise AudioError(
             f"{_name(target)}: cannot write the file ({_reason(exc)}); check free space and permissions"
@@ -249,5 +302,6 @@ def write_audio_stream(
                     out.write(np.clip(tail, -1.0, 1.0) if pcm else tail)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise OutputError(
-                f"{target_label(target)}: cannot write {fmt} audio ({' '.join(str(exc).split())})"
+                f"{target_label(target)}: cannot write {fmt} audio "
+                f"({' '.join(str(exc).split())}); check free space"
             ) from None

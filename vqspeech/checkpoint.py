@@ -11,6 +11,13 @@ classes, nothing executed on load. Layout::
 ``speakers[i]`` is speaker id ``i``. Files are written to a temp file and renamed, so a
 crash never leaves a half-written checkpoint behind.
 
+Integrity (issue 18): :func:`save_payload` adds ``"content_sha256"``, a SHA-256 over every
+tensor's bytes and every value of the payload (:func:`payload_digest`); :func:`load_payload`
+recomputes it and refuses a file that does not match (flipped bytes inside a tensor are
+otherwise invisible to ``torch.load``). Checkpoints written before the field existed load
+without the check. A checkpoint whose weights (``"model"``) hold NaN or infinity is refused on
+load: it came from a diverged run and would decode to silence.
+
 The same container holds every kind of run this project trains: ``kind`` says which
 (``"vqvae"``: the speech VQ-VAE, the default for files written before the field existed;
 ``"prior"``: a prior over speech codes; ``"image-vqvae"``, ``"image-prior"``,
@@ -23,8 +30,10 @@ another kind says what the file is instead of failing on a missing key.
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +50,19 @@ from vqspeech.model import VQVAE
 CHECKPOINT_FORMAT = "vqspeech-checkpoint"
 CHECKPOINT_VERSION = 1
 VQVAE_KIND = "vqvae"
+DIGEST_KEY = "content_sha256"
+#: The checkpoint a run folder keeps (``vqspeech.loop.LAST``); ``-m RUN_FOLDER`` means this file.
+RUN_CHECKPOINT = "last.pt"
+#: ``torch.save`` writes a zip archive; other first bytes mean the file is something else.
+_ZIP_MAGIC = b"PK\x03\x04"
+#: First bytes of files people pass by mistake, for the message.
+_KNOWN_MAGIC = {
+    b"RIFF": "a WAV audio file",
+    b"fLaC": "a FLAC audio file",
+    b"OggS": "an Ogg audio file",
+    b"VQSPTOK": "a vqspeech token file",
+    b"\x89PNG": "a PNG picture",
+}
 
 #: What each kind of checkpoint is, for the message when a file of one kind is given where
 #: another is expected.
@@ -157,18 +179,94 @@ def model_fingerprint(recipe: Recipe, model_state: dict[str, Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+def non_finite_tensors(tensors: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``tensors`` that hold a NaN or an infinity."""
+    return [
+        str(name)
+        for name, tensor in tensors.items()
+        if isinstance(tensor, Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def _digest_update(digest: Any, value: Any) -> None:
+    """Feed ``value`` (tensors and plain data, nested) to ``digest`` unambiguously."""
+    if isinstance(value, Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        if t.numel():
+            digest.update(t.view(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            _digest_update(digest, key)
+            _digest_update(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}:".encode())
+        for item in value:
+            _digest_update(digest, item)
+    else:
+        text = repr(value)
+        digest.update(f"{type(value).__name__}{len(text)}:{text}".encode())
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 (hex) over everything in a checkpoint payload except the digest itself."""
+    digest = hashlib.sha256()
+    _digest_update(digest, {k: v for k, v in payload.items() if k != DIGEST_KEY})
+    return digest.hexdigest()
+
+
+def _torch_save(payload: dict[str, Any], handle: Any) -> None:
+    try:
+        torch.save(payload, handle)
+    except RuntimeError:  # torch's zip writer reports a failed write (disk full) as RuntimeError
+        raise OSError(errno.EIO, "the write failed part-way; the disk may be full") from None
+
+
 def save_payload(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write any kind of checkpoint atomically (temp file in the same folder, fsync, then rename).
 
-    ``payload`` holds only tensors and plain data, including ``"kind"``; the format tag and
-    versions are added here.
+    ``payload`` holds only tensors and plain data, including ``"kind"``; the format tag,
+    versions and the content digest are added here. A failed write (disk full included) is an
+    :class:`~vqspeech.errors.OutputError` and leaves any earlier file at ``path`` as it was.
     """
     path = Path(path)
     if "kind" not in payload:
         raise ValueError("a checkpoint payload needs a 'kind'")
     full = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "vqspeech_version": __version__}
     full.update(payload)
-    return write_atomic(path, lambda handle: torch.save(full, handle), "checkpoint", fsync=True)
+    full[DIGEST_KEY] = payload_digest(full)
+    return write_atomic(path, lambda handle: _torch_save(full, handle), "checkpoint", fsync=True)
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """``path``, or ``path/last.pt`` when ``path`` is a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / RUN_CHECKPOINT).is_file():
+            return path / RUN_CHECKPOINT
+        raise CheckpointError(
+            f"{path} is a folder without {RUN_CHECKPOINT}; give a checkpoint file or a run folder "
+            "(the --out of vqspeech train)"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def _load_reason(exc: BaseException) -> str:
+    """Why ``torch.load`` refused a file, in one short line."""
+    text = " ".join(str(exc).split())
+    unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsupported or "Weights only load failed" in text:
+        what = unsupported.group(1) if unsupported else "objects"
+        return (
+            f"it holds pickled Python objects ({what}), which vqspeech never loads because loading "
+            "them can run code"
+        )
+    return text or type(exc).__name__
 
 
 def load_payload(
@@ -176,17 +274,27 @@ def load_payload(
 ) -> dict[str, Any]:
     """Read a checkpoint of one of ``kinds`` with ``weights_only=True``.
 
-    Raises :class:`CheckpointError` (one line) when the file is missing, unreadable, not
-    ours, of another format version, or of another kind (the message says what it is).
+    ``path`` may be a run folder (its ``last.pt`` is read). Raises :class:`CheckpointError`
+    (one line) when the file is missing, unreadable, not ours, of another format version, of
+    another kind (the message says what it is), damaged (its content digest does not match) or
+    holds non-finite weights.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    path = resolve_checkpoint_path(path)
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(_ZIP_MAGIC))
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
+    if start != _ZIP_MAGIC:
+        what = next((name for magic, name in _KNOWN_MAGIC.items() if start.startswith(magic[:4])), None)
+        raise CheckpointError(
+            f"{path} is not a vqspeech checkpoint ({what or 'not a torch archive'}); "
+            "give a .pt written by vqspeech train, or its run folder"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged archive
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable vqspeech checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path} is not a readable vqspeech checkpoint ({_load_reason(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a vqspeech checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:
@@ -194,11 +302,25 @@ def load_payload(
             f"{path} has checkpoint version {payload.get('version')}; this vqspeech reads version "
             f"{CHECKPOINT_VERSION} (upgrade vqspeech)"
         )
+    stored = payload.get(DIGEST_KEY)
+    if stored is not None and stored != payload_digest(payload):
+        raise CheckpointError(
+            f"{path} is damaged: its contents do not match the digest stored in it; "
+            "restore it from a copy or use an earlier checkpoint"
+        )
     kind = str(payload.get("kind", VQVAE_KIND))
     if kind not in kinds:
         what = KIND_DESCRIPTIONS.get(kind, f"of unknown kind {kind!r}")
         wanted = " or ".join(KIND_DESCRIPTIONS.get(k, k).split(" (")[0] for k in kinds)
         raise CheckpointError(f"{path} is {what}, not {wanted}")
+    weights = payload.get("model")
+    bad = non_finite_tensors(weights) if isinstance(weights, dict) else []
+    if bad:
+        raise CheckpointError(
+            f"{path} holds non-finite weights (NaN or infinity in {len(bad)} tensors, e.g. {bad[0]}): "
+            "it comes from a training run that diverged; use an earlier checkpoint or train again "
+            "with a lower train.lr"
+        )
     payload["kind"] = kind
     return payload
 
@@ -227,7 +349,7 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a speech VQ-VAE checkpoint; any problem is a :class:`CheckpointError`."""
-    path = Path(path)
+    path = resolve_checkpoint_path(path)
     return checkpoint_from_payload(load_payload(path, (VQVAE_KIND,), map_location), path)
 
 

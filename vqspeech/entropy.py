@@ -193,8 +193,12 @@ def decode_codes(data: bytes, n: int, source: PmfSource, speaker: int) -> NDArra
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(padded, dtype="<u4").astype(np.uint32))
     categorical = constriction.stream.model.Categorical
     stepper = source.stepper(speaker)
-    out = np.empty(n, dtype=np.int64)
+    # grown as codes are decoded, never sized by ``n`` alone: a header may claim more codes than a
+    # damaged payload gives, and memory should follow the work done
+    out = np.empty(min(n, 1 << 16), dtype=np.int64)
     for t in range(n):
+        if t == out.shape[0]:
+            out = np.concatenate([out, np.empty(min(n - t, t), dtype=np.int64)])
         row = _check_rows(np.asarray(stepper.weights()), size, source.fingerprint)
         try:
             # lazy=True: the same quantisation as the encoder's 2-D model family, built faster.

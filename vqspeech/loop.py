@@ -20,24 +20,32 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import math
 import os
+import re
 import signal
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from vqspeech.checkpoint import non_finite_tensors
 from vqspeech.config import TrainConfig
 from vqspeech.errors import ConfigError
 
 LAST = "last.pt"
+#: The run folder's lock file (see :func:`claim_run`); it holds who has the lock, as JSON.
+LOCK = ".vqspeech-run.lock"
+#: What :func:`vqspeech.files.write_atomic` names its temp files: ``.<target name>.<random>.tmp``.
+_TEMP_FILE = re.compile(r"^\..+\.[^.]+\.tmp$")
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,132 @@ def refuse_existing_run(out_dir: Path, resume: bool) -> None:
         raise ConfigError(
             f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or pick another --out"
         )
+
+
+class RunFolderBusy(ConfigError):
+    """Another process is training into the same run folder."""
+
+
+class _RunLock:
+    """An exclusive ``flock`` on ``<run folder>/LOCK``: the OS drops it when the process dies
+    (``kill -9`` included), so a crashed run never leaves its folder locked."""
+
+    def __init__(self, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = out_dir / LOCK
+        self.handle: IO[str] | None = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (release())
+        try:
+            import fcntl  # POSIX only; elsewhere two runs are not kept apart
+        except ImportError:
+            return
+        try:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.seek(0)
+            holder = self.handle.read()
+            self.release()
+            raise RunFolderBusy(
+                f"{out_dir} is in use by another training ({_describe_holder(holder)}); wait for it to "
+                "finish (or stop it), or pick another --out"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.handle.write(json.dumps(info))
+        self.handle.flush()
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the file drops the flock
+            self.handle = None
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"pid {int(info['pid'])} on host {str(info['host'])!r}, since {info['since']!s}"
+    except (ValueError, KeyError, TypeError):
+        return "a process that has not yet said which"
+
+
+def clean_stale_temp_files(out_dir: Path) -> list[Path]:
+    """Delete the temp files an interrupted atomic write left in ``out_dir`` (and its sub-folders).
+
+    A ``kill -9`` during a checkpoint write leaves ``.last.pt.<random>.tmp`` behind; under the
+    run lock no other writer is at work, so every such file is stale. Returns what was deleted.
+    """
+    removed = []
+    for path in out_dir.rglob(".*.tmp"):
+        if _TEMP_FILE.match(path.name) and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def claim_run(out_dir: str | Path, resume: bool, *, main: bool = True) -> Iterator[Path]:
+    """Hold ``out_dir`` for one training: lock it, refuse a new run over an old one, tidy it.
+
+    Takes an OS file lock on ``out_dir/LOCK`` (released on exit, and by the OS if the process
+    dies), so a second training into the same folder fails at once, naming the process (pid and
+    host) that holds it, instead of interleaving ``metrics.csv`` and racing for ``last.pt``.
+    Then :func:`refuse_existing_run` and :func:`clean_stale_temp_files`. Under DDP only the main
+    rank (``main``) locks and tidies.
+    """
+    out_dir = Path(out_dir)
+    lock = _RunLock(out_dir) if main else None
+    try:
+        refuse_existing_run(out_dir, resume)
+        if main:
+            clean_stale_temp_files(out_dir)
+        yield out_dir
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def resume_note(given: dict[str, Any], saved: dict[str, Any], checkpoint: Path) -> str | None:
+    """What a resumed run does not take from the recipe it was given, or None if nothing.
+
+    A resumed run takes every setting from its checkpoint (``given`` and ``saved`` are the
+    two recipes as dicts; ``steps`` fields, which ``--steps`` sets, are not compared), so
+    ``--set`` values given with ``--resume`` would otherwise be ignored silently.
+    """
+    old, new = _flatten(saved), _flatten(given)
+    changed = [
+        key
+        for key in sorted(set(old) | set(new))
+        if key.rsplit(".", 1)[-1] not in ("steps", "n_speakers") and old.get(key) != new.get(key)
+    ]
+    if not changed:
+        return None
+    shown = ", ".join(f"{k}={new.get(k)!r} (run: {old.get(k)!r})" for k in changed[:8])
+    more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
+    return (
+        f"--resume continues with every setting saved in {checkpoint} (model, data, train; only "
+        f"--steps changes the total); not used from the recipe given: {shown}{more}"
+    )
+
+
+def corpus_report(warnings: Sequence[str], kept: int, shown: int = 10) -> list[str]:
+    """Lines that tell what the corpus left out and why: a count, then the first ``shown``."""
+    if not warnings:
+        return []
+    lines = [f"corpus: {len(warnings)} file(s) left out, {kept} utterance(s) kept:"]
+    lines += [f"  {w}" for w in warnings[:shown]]
+    if len(warnings) > shown:
+        lines.append(f"  ... and {len(warnings) - shown} more")
+    return lines
 
 
 def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
@@ -262,6 +396,15 @@ def _restore_training_state(state: dict[str, Any], optimizer: torch.optim.Optimi
     return int(state["step"])
 
 
+def _kept(path: Path, saved_at: int | None) -> str:
+    """What is left of the run after a divergence, for the error message."""
+    if saved_at is not None:
+        return f"{path} keeps the weights of step {saved_at}"
+    if path.exists():
+        return f"{path} keeps the weights it was resumed from"
+    return "no checkpoint was written"
+
+
 def _finite(value: Tensor | float) -> float:
     return float(value.item() if isinstance(value, Tensor) else value)
 
@@ -309,6 +452,12 @@ def fit(
         nonlocal saved_at
         path = out_dir / LAST
         if ddp.is_main and saved_at != step:
+            bad = non_finite_tensors(model.state_dict())
+            if bad:  # never over a good checkpoint: --resume and decoding would inherit the NaNs
+                raise ConfigError(
+                    f"the weights became non-finite by step {step} ({len(bad)} tensors, e.g. {bad[0]}); "
+                    f"lower train.lr or train.grad_clip ({_kept(path, saved_at)})"
+                )
             task.save(path, _training_state(step, total_steps, optimizer))
         saved_at = step
         return path
@@ -347,9 +496,10 @@ def fit(
                     terms={name: _finite(value) for name, value in terms.items()},
                 )
                 if not math.isfinite(last.loss):
-                    checkpoint()
+                    # no checkpoint: the step that made this loss may have made the weights NaN
                     raise ConfigError(
-                        f"loss became {last.loss} at step {step}; lower train.lr or raise train.grad_clip"
+                        f"loss became {last.loss} at step {step}; lower train.lr or train.grad_clip "
+                        f"({_kept(out_dir / LAST, saved_at)})"
                     )
                 logged = {
                     "loss": last.loss,

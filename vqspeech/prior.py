@@ -47,12 +47,15 @@ from vqspeech.device import resolve_device
 from vqspeech.errors import ConfigError, DataError
 from vqspeech.files import refuse_existing
 from vqspeech.inference import decode_tokens
-from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run
+from vqspeech.loop import LAST, FitResult, TrainCallback, claim_run, fit
 from vqspeech.model import VQVAE
 from vqspeech.nn.prior import CodePrior
 from vqspeech.nn.prior_int import IntegerCodePrior
 from vqspeech.prior_checkpoint import PriorCheckpoint, check_prior_recipe, load_prior, save_prior
 
+#: The longest speech :func:`sample_speech` makes in one go: the prior samples the codes of the
+#: whole length and the audio is held in memory (an hour at 16 kHz is 230 MB of float32).
+MAX_SAMPLE_SECONDS = 3600
 LN2 = math.log(2.0)
 
 
@@ -270,43 +273,43 @@ def train_prior(
     dev = resolve_device(device)
     vq = load_checkpoint(model_checkpoint)
     fingerprint = vq.fingerprint
-    refuse_existing_run(out_dir, resume)
-    previous: PriorCheckpoint | None = None
-    if resume:
-        previous = load_prior(out_dir / LAST)
-        previous.check_model(fingerprint, model_checkpoint)
-        recipe = previous.recipe
-    recipe = recipe or PriorRecipe()
-    total_steps = steps if steps is not None else recipe.train.steps
-    model_config = dataclasses.replace(
-        recipe.model, codebook_size=vq.recipe.model.quantizer.codebook_size, n_speakers=len(vq.speakers)
-    )
-    train_config: TrainConfig = dataclasses.replace(recipe.train, steps=total_steps)
-    recipe = check_prior_recipe(dataclasses.replace(recipe, model=model_config, train=train_config))
+    with claim_run(out_dir, resume):
+        previous: PriorCheckpoint | None = None
+        if resume:
+            previous = load_prior(out_dir / LAST)
+            previous.check_model(fingerprint, model_checkpoint)
+            recipe = previous.recipe
+        recipe = recipe or PriorRecipe()
+        total_steps = steps if steps is not None else recipe.train.steps
+        model_config = dataclasses.replace(
+            recipe.model, codebook_size=vq.recipe.model.quantizer.codebook_size, n_speakers=len(vq.speakers)
+        )
+        train_config: TrainConfig = dataclasses.replace(recipe.train, steps=total_steps)
+        recipe = check_prior_recipe(dataclasses.replace(recipe, model=model_config, train=train_config))
 
-    corpus = open_corpus(data, sample_rate=vq.recipe.model.sample_rate, cache_dir=cache_dir)
-    split = split_for(corpus, vq.recipe)
-    vqvae = vq.build_model(dev)
-    if callback is not None:
-        callback.on_message(f"encoding {len(corpus)} utterances with {model_checkpoint}")
-    train = encode_utterances(vqvae, split.train, vq.speaker_names, dev)
-    valid = encode_utterances(vqvae, split.valid, vq.speaker_names, dev)
-    del vqvae
+        corpus = open_corpus(data, sample_rate=vq.recipe.model.sample_rate, cache_dir=cache_dir)
+        split = split_for(corpus, vq.recipe)
+        vqvae = vq.build_model(dev)
+        if callback is not None:
+            callback.on_message(f"encoding {len(corpus)} utterances with {model_checkpoint}")
+        train = encode_utterances(vqvae, split.train, vq.speaker_names, dev)
+        valid = encode_utterances(vqvae, split.valid, vq.speaker_names, dev)
+        del vqvae
 
-    torch.manual_seed(recipe.train.seed)
-    prior = CodePrior(recipe.model).to(dev)
-    if previous is not None:
-        prior.load_state_dict(previous.state)
-    task = PriorTask(prior, recipe, CropBatches(train, recipe), valid, vq.speakers, fingerprint, dev)
-    return fit(
-        task,
-        out_dir,
-        recipe.train,
-        total_steps=total_steps,
-        training=previous.training if previous is not None else None,
-        device=dev,
-        callback=callback,
-    )
+        torch.manual_seed(recipe.train.seed)
+        prior = CodePrior(recipe.model).to(dev)
+        if previous is not None:
+            prior.load_state_dict(previous.state)
+        task = PriorTask(prior, recipe, CropBatches(train, recipe), valid, vq.speakers, fingerprint, dev)
+        return fit(
+            task,
+            out_dir,
+            recipe.train,
+            total_steps=total_steps,
+            training=previous.training if previous is not None else None,
+            device=dev,
+            callback=callback,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,6 +346,11 @@ def sample_speech(
     """
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigError(f"--seconds must be a positive number, got {seconds}")
+    if seconds > MAX_SAMPLE_SECONDS:
+        raise ConfigError(
+            f"--seconds {seconds:g} is over the {MAX_SAMPLE_SECONDS} s that one sample may take (the codes "
+            "and the audio are held in memory); sample several files"
+        )
     if not temperature >= 0:
         raise ConfigError(f"--temperature must be >= 0, got {temperature}")
     codec = Codec.load(model_checkpoint, device)

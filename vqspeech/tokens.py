@@ -126,6 +126,13 @@ CODES_CRC32_KEY = "codes_crc32"
 #: stops a corrupt or hostile header from making a reader take gigabytes for a few codes.
 _MAX_CODED_BITS = 32
 _CODED_SLACK = 64
+#: And the fewest: the coder's probabilities have 24-bit precision and every code keeps at least
+#: 2^-24, so the likeliest of K codes has at most 1 - (K - 1) 2^-24 and costs at least
+#: -log2 of that. A payload of P bytes therefore holds at most (8 P + _CODER_STATE_BITS) /
+#: that many codes (the coder's 64-bit state may be flushed as dropped zero bytes), which
+#: bounds n_frames by the payload before anything is decoded or allocated.
+_CODER_PRECISION = 24
+_CODER_STATE_BITS = 64 + 32
 
 MAX_HEADER_BYTES = 16 << 20  # a header is metadata; 16 MiB leaves room for speaker vectors and more
 MAX_CODEBOOK_SIZE = 1 << 32  # codes fit in 32 bits (uint32 in other languages)
@@ -224,6 +231,15 @@ class TokenHeader:
     def payload_bytes(self) -> int:
         """Payload size for ``coding="packed"``: ``ceil(bits * n_codebooks * n_frames / 8)``."""
         return (self.bits * self.n_codebooks * self.n_frames + 7) // 8
+
+    def max_coded_frames(self, payload_bytes: int) -> int:
+        """The most frames an entropy-coded payload of ``payload_bytes`` bytes can hold (see
+        ``_CODER_PRECISION``): a reader refuses a header that claims more, before decoding."""
+        likeliest = 1.0 - (self.codebook_size - 1) / (1 << _CODER_PRECISION)
+        if likeliest <= 0.0:
+            return 8 * payload_bytes + _CODER_STATE_BITS  # >= 1 bit per code
+        min_bits = -math.log2(likeliest) * (1 - 1e-9)  # a hair under, against rounding
+        return math.floor((8 * payload_bytes + _CODER_STATE_BITS) / min_bits) + 1
 
     @property
     def max_payload_bytes(self) -> int:
@@ -402,6 +418,12 @@ class CodedTokens:
     def __post_init__(self) -> None:
         _check_coded(self.header, "coded tokens")
         object.__setattr__(self, "payload", bytes(self.payload))
+        most = self.header.max_coded_frames(len(self.payload))
+        if self.header.n_codebooks * self.header.n_frames > most:
+            raise TokenFormatError(
+                f"coded tokens: {self.header.n_frames} frames cannot fit in a {len(self.payload)}-byte "
+                f"payload (at most {most} codes of {self.header.codebook_size}); the file is corrupt"
+            )
         if len(self.payload) > self.header.max_payload_bytes:
             raise TokenFormatError(
                 f"coded tokens: a {len(self.payload)}-byte payload for {self.header.n_frames} frames is "
@@ -846,6 +868,13 @@ def _read_coded(source: _Source, header: TokenHeader, name: str) -> CodedTokens:
     available = source.available
     if available is not None and available < _CRC.size:
         raise source.truncated("checksum", _CRC.size, available)
+    if available is not None:
+        most = header.max_coded_frames(available - _CRC.size)
+        if header.n_codebooks * header.n_frames > most:
+            raise TokenFormatError(
+                f"{name}: {header.n_frames} frames cannot fit in {available - _CRC.size} bytes of coded "
+                f"payload (at most {most} codes of {header.codebook_size}); the file is corrupt"
+            )
     if available is not None and available > limit:
         raise TokenFormatError(
             f"{name}: {available - _CRC.size} bytes of coded payload is more than {header.n_frames} "

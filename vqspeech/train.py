@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from vqspeech.audio import save_audio
 from vqspeech.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from vqspeech.config import Recipe
+from vqspeech.config import Recipe, to_dict
 from vqspeech.data.batches import StepBatches, validation_batches
 from vqspeech.data.corpus import open_corpus
 from vqspeech.device import resolve_device
@@ -34,10 +34,12 @@ from vqspeech.loop import (
     SilentCallback,
     StepMetrics,
     TrainCallback,
+    claim_run,
+    corpus_report,
     fit,
     init_distributed,
     lr_at,
-    refuse_existing_run,
+    resume_note,
 )
 from vqspeech.model import VQVAE
 from vqspeech.plots import save_spectrograms
@@ -244,45 +246,53 @@ def train(
     ddp = init_distributed(device)
     dev = resolve_device(device, ddp.local_rank)
 
-    refuse_existing_run(out_dir, resume)
-    previous: Checkpoint | None = None
-    if resume:
-        previous = load_checkpoint(out_dir / LAST)
-        recipe = previous.recipe
-    total_steps = steps if steps is not None else recipe.train.steps
-    recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=total_steps))
+    with claim_run(out_dir, resume, main=ddp.is_main):
+        previous: Checkpoint | None = None
+        if resume:
+            previous = load_checkpoint(out_dir / LAST)
+            note = resume_note(to_dict(recipe), to_dict(previous.recipe), out_dir / LAST)
+            if note and callback is not None and ddp.is_main:
+                callback.on_message(note)
+            recipe = previous.recipe
+        total_steps = steps if steps is not None else recipe.train.steps
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=total_steps))
 
-    corpus = open_corpus(data, cache_dir=cache_dir)
-    speakers = corpus.speaker_table()
-    if previous is not None and [s["name"] for s in previous.speakers] != [s["name"] for s in speakers]:
-        raise DataError(f"{data} has other speakers than the run in {out_dir}; resume with the same data")
-    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, n_speakers=len(speakers)))
-
-    torch.manual_seed(recipe.train.seed)
-    model = VQVAE(recipe.model).to(dev)
-    if previous is not None:
-        model.load_state_dict(previous.model_state)
-    batches = StepBatches(corpus, recipe, rank=ddp.rank, world_size=ddp.world_size)
-    valid = validation_batches(corpus, recipe, recipe.data.valid_max_segments) if ddp.is_main else []
-    task = SpeechTask(model, recipe, speakers, batches, valid, out_dir, dev)
-    try:
-        result: FitResult = fit(
-            task,
-            out_dir,
-            recipe.train,
-            total_steps=total_steps,
-            training=previous.training if previous is not None else None,
-            device=dev,
-            callback=callback,
-            distributed=ddp,
+        corpus = open_corpus(data, cache_dir=cache_dir)
+        if callback is not None and ddp.is_main:
+            for line in corpus_report(corpus.warnings, len(corpus)):
+                callback.on_message(line)
+        speakers = corpus.speaker_table()
+        if previous is not None and [s["name"] for s in previous.speakers] != [s["name"] for s in speakers]:
+            raise DataError(f"{data} has other speakers than the run in {out_dir}; resume with the same data")
+        recipe = dataclasses.replace(
+            recipe, model=dataclasses.replace(recipe.model, n_speakers=len(speakers))
         )
-    finally:
-        ddp.close()
-    return TrainResult(
-        step=result.step,
-        checkpoint=result.checkpoint,
-        interrupted=result.interrupted,
-        last=result.last,
-        last_eval=result.last_eval,
-        model=model,
-    )
+
+        torch.manual_seed(recipe.train.seed)
+        model = VQVAE(recipe.model).to(dev)
+        if previous is not None:
+            model.load_state_dict(previous.model_state)
+        batches = StepBatches(corpus, recipe, rank=ddp.rank, world_size=ddp.world_size)
+        valid = validation_batches(corpus, recipe, recipe.data.valid_max_segments) if ddp.is_main else []
+        task = SpeechTask(model, recipe, speakers, batches, valid, out_dir, dev)
+        try:
+            result: FitResult = fit(
+                task,
+                out_dir,
+                recipe.train,
+                total_steps=total_steps,
+                training=previous.training if previous is not None else None,
+                device=dev,
+                callback=callback,
+                distributed=ddp,
+            )
+        finally:
+            ddp.close()
+        return TrainResult(
+            step=result.step,
+            checkpoint=result.checkpoint,
+            interrupted=result.interrupted,
+            last=result.last,
+            last_eval=result.last_eval,
+            model=model,
+        )

@@ -181,6 +181,8 @@ def build_cache(
             and old.get("file") == rel
             and (cache_dir / rel).is_file()
             and (cache_dir / rel).stat().st_size == old.get("cache_size")
+            and isinstance(old.get("num_samples"), int)
+            and old["num_samples"] > 0  # older caches could hold 0-sample entries: rebuild them
         ):
             entries[src.id] = old
         else:
@@ -194,6 +196,8 @@ def build_cache(
             return src.id, None, f"skipped {exc}"
         if trim_db is not None:
             audio = trim_silence(audio, trim_db)
+        if audio.shape[0] == 0:  # load_audio refuses this already; trimming must not make it
+            return src.id, None, f"skipped {src.path}: no samples left after trimming silence"
         out = cache_dir / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         save_audio(out, audio, sample_rate, fsync=True)

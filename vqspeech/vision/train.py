@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from vqspeech.config import TrainConfig, from_dict, merge, parse_override, to_dict
 from vqspeech.device import resolve_device
 from vqspeech.errors import ConfigError
-from vqspeech.loop import LAST, FitResult, TrainCallback, fit, refuse_existing_run
+from vqspeech.loop import LAST, FitResult, TrainCallback, claim_run, fit
 from vqspeech.vision.checkpoints import (
     LoadedVQVAE,
     build_prior,
@@ -319,36 +319,36 @@ def train_vision(
     """
     out_dir = Path(out_dir)
     dev = resolve_device(device)
-    refuse_existing_run(out_dir, resume)
-    previous = None
-    if resume:
-        previous = load_vqvae(out_dir / LAST, dev)
-        recipe = previous.recipe
-    recipe = dataclasses.replace(recipe, train=_with_steps(recipe.train, steps))
-    total_steps = recipe.train.steps
-    if isinstance(recipe, ImageRecipe):
-        splits = load_image_splits(recipe.data.dataset, data, recipe.data.valid_images)
-        train_images = splits.train.images
-        valid_images = splits.valid.images[: recipe.data.eval_images]
-    else:
-        train_set, valid_set = _video_sets(recipe)
-        train_images = train_set.frames.flatten(0, 1)
-        valid_images = valid_set.frames.flatten(0, 1)[: recipe.data.eval_frames]
+    with claim_run(out_dir, resume):
+        previous = None
+        if resume:
+            previous = load_vqvae(out_dir / LAST, dev)
+            recipe = previous.recipe
+        recipe = dataclasses.replace(recipe, train=_with_steps(recipe.train, steps))
+        total_steps = recipe.train.steps
+        if isinstance(recipe, ImageRecipe):
+            splits = load_image_splits(recipe.data.dataset, data, recipe.data.valid_images)
+            train_images = splits.train.images
+            valid_images = splits.valid.images[: recipe.data.eval_images]
+        else:
+            train_set, valid_set = _video_sets(recipe)
+            train_images = train_set.frames.flatten(0, 1)
+            valid_images = valid_set.frames.flatten(0, 1)[: recipe.data.eval_frames]
 
-    torch.manual_seed(recipe.train.seed)
-    model = ImageVQVAE(recipe.model).to(dev)
-    if previous is not None:
-        model.load_state_dict(previous.model.state_dict())
-    task = VQVAETask(model, recipe, train_images, valid_images, out_dir, dev)
-    return fit(
-        task,
-        out_dir,
-        recipe.train,
-        total_steps=total_steps,
-        training=previous.training if previous is not None else None,
-        device=dev,
-        callback=callback,
-    )
+        torch.manual_seed(recipe.train.seed)
+        model = ImageVQVAE(recipe.model).to(dev)
+        if previous is not None:
+            model.load_state_dict(previous.model.state_dict())
+        task = VQVAETask(model, recipe, train_images, valid_images, out_dir, dev)
+        return fit(
+            task,
+            out_dir,
+            recipe.train,
+            total_steps=total_steps,
+            training=previous.training if previous is not None else None,
+            device=dev,
+            callback=callback,
+        )
 
 
 @torch.no_grad()
@@ -399,60 +399,60 @@ def train_vision_prior(
     dev = resolve_device(device)
     vq = load_vqvae(model_checkpoint, dev)
     recipe = _apply_overrides(vq.recipe, overrides)
-    refuse_existing_run(out_dir, resume)
-    previous = None
-    if resume:
-        previous = load_prior(out_dir / LAST, dev, vq)
-        recipe = previous.recipe
-    recipe = dataclasses.replace(recipe, prior_train=_with_steps(recipe.prior_train, steps))
-    vq = vq._replace(recipe=recipe)
-    total_steps = recipe.prior_train.steps
+    with claim_run(out_dir, resume):
+        previous = None
+        if resume:
+            previous = load_prior(out_dir / LAST, dev, vq)
+            recipe = previous.recipe
+        recipe = dataclasses.replace(recipe, prior_train=_with_steps(recipe.prior_train, steps))
+        vq = vq._replace(recipe=recipe)
+        total_steps = recipe.prior_train.steps
 
-    torch.manual_seed(recipe.prior_train.seed)
-    prior = build_prior(recipe).to(dev)
-    if previous is not None:
-        prior.load_state_dict(previous.model.state_dict())
-    task: ImagePriorTask | VideoPriorTask
-    if isinstance(recipe, ImageRecipe):
-        assert isinstance(prior, GatedPixelCNN)
-        splits = load_image_splits(recipe.data.dataset, data, recipe.data.valid_images)
-        valid_images = splits.valid.images[: recipe.data.eval_images]
-        valid_labels = splits.valid.labels[: recipe.data.eval_images]
-        rec = evaluate_bits_per_dim(vq.model, valid_images)
-        rec_nats = rec.reconstruction * rec.dims * math.log(2.0)
-        task = ImagePriorTask(
-            prior,
-            vq,
-            (encode_all(vq.model, splits.train.images), splits.train.labels),
-            (encode_all(vq.model, valid_images), valid_labels),
-            rec_nats,
+        torch.manual_seed(recipe.prior_train.seed)
+        prior = build_prior(recipe).to(dev)
+        if previous is not None:
+            prior.load_state_dict(previous.model.state_dict())
+        task: ImagePriorTask | VideoPriorTask
+        if isinstance(recipe, ImageRecipe):
+            assert isinstance(prior, GatedPixelCNN)
+            splits = load_image_splits(recipe.data.dataset, data, recipe.data.valid_images)
+            valid_images = splits.valid.images[: recipe.data.eval_images]
+            valid_labels = splits.valid.labels[: recipe.data.eval_images]
+            rec = evaluate_bits_per_dim(vq.model, valid_images)
+            rec_nats = rec.reconstruction * rec.dims * math.log(2.0)
+            task = ImagePriorTask(
+                prior,
+                vq,
+                (encode_all(vq.model, splits.train.images), splits.train.labels),
+                (encode_all(vq.model, valid_images), valid_labels),
+                rec_nats,
+                out_dir,
+                dev,
+            )
+        else:
+            assert isinstance(prior, LatentFramePrior)
+            train_set, valid_set = _video_sets(recipe)
+            encoded_shape = (vq.model.config.latent_size, vq.model.config.latent_size)
+
+            def codes_of(videos: VideoSet) -> Tensor:
+                n, t = videos.frames.shape[:2]
+                return encode_all(vq.model, videos.frames.flatten(0, 1)).view(n, t, *encoded_shape)
+
+            task = VideoPriorTask(
+                prior,
+                vq,
+                (codes_of(train_set), train_set.actions),
+                (codes_of(valid_set), valid_set.actions),
+                out_dir,
+                dev,
+            )
+        return fit(
+            task,
             out_dir,
-            dev,
+            recipe.prior_train,
+            total_steps=total_steps,
+            training=previous.training if previous is not None else None,
+            device=dev,
+            callback=callback,
         )
-    else:
-        assert isinstance(prior, LatentFramePrior)
-        train_set, valid_set = _video_sets(recipe)
-        encoded_shape = (vq.model.config.latent_size, vq.model.config.latent_size)
-
-        def codes_of(videos: VideoSet) -> Tensor:
-            n, t = videos.frames.shape[:2]
-            return encode_all(vq.model, videos.frames.flatten(0, 1)).view(n, t, *encoded_shape)
-
-        task = VideoPriorTask(
-            prior,
-            vq,
-            (codes_of(train_set), train_set.actions),
-            (codes_of(valid_set), valid_set.actions),
-            out_dir,
-            dev,
-        )
-    return fit(
-        task,
-        out_dir,
-        recipe.prior_train,
-        total_steps=total_steps,
-        training=previous.training if previous is not None else None,
-        device=dev,
-        callback=callback,
-    )
 

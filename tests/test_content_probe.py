@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import make_checkpoint
+from typer.testing import CliRunner
 
 from vqspeech.content_probe import code_features, corpus_phone_probe, frame_labels, phone_probe
 from vqspeech.data.phones import SILENCE, utterance_phones
 from vqspeech.errors import DataError
 from vqspeech.inference import Codec
+from vqspeech_cli.main import app
 
 PHONES = [f"p{i}" for i in range(12)]
 
@@ -89,3 +92,14 @@ def test_corpus_phone_probe_on_a_synthesised_corpus(tmp_path: Path, demo_corpus_
     assert 0.5 * other.n_frames < speech.n_frames < other.n_frames  # silences left out
     with pytest.raises(DataError, match="no phone labels"):
         corpus_phone_probe(codec, demo_corpus_dir, test_speakers=["s09"])
+
+
+def test_cli_probe(tmp_path: Path, demo_corpus_dir: Path) -> None:
+    checkpoint = make_checkpoint(tmp_path / "m.pt")
+    runner = CliRunner()
+    result = runner.invoke(app, ["probe", "-m", str(checkpoint), "--data", str(demo_corpus_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["test_speakers"] == ["s02"] and 0 <= scores["accuracy"] <= 1
+    bad = runner.invoke(app, ["probe", "-m", str(checkpoint), "--data", str(tmp_path / "none")])
+    assert bad.exit_code == 1 and "does not exist" in bad.output and "Traceback" not in bad.output

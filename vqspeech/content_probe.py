@@ -157,7 +157,7 @@ def _frames(
 
 
 def corpus_phone_probe(
-    codec: Codec,
+    codec: Codec | str | Path,
     data: str | Path,
     *,
     test_speakers: Sequence[str] | None = None,
@@ -165,8 +165,11 @@ def corpus_phone_probe(
     context: int = 0,
     skip_silence: bool = False,
     max_train_frames: int = 20000,
+    device: str = "cpu",
 ) -> PhoneProbeScores:
     """:func:`phone_probe` of ``codec``'s codes on the utterances of ``data`` that have phone files.
+
+    ``codec``: a loaded :class:`~vqspeech.inference.Codec`, or a checkpoint path to load on ``device``.
 
     ``data``: a corpus from ``vqspeech data synth`` (its eSpeak speakers have phone files; any
     speaker of the corpus counts, known to the model or not). ``test_speakers``: whose tokens
@@ -176,6 +179,8 @@ def corpus_phone_probe(
     Raises:
         DataError: fewer than two speakers with phone files, or a test speaker without any.
     """
+    if not isinstance(codec, Codec):
+        codec = Codec.load(codec, device)
     corpus = open_corpus(data, sample_rate=codec.sample_rate)
     by_speaker: dict[str, list[tuple[np.ndarray, list[str]]]] = {}
     for utt in corpus.utterances:

@@ -108,7 +108,9 @@ def phone_probe(
 
     ``*_codes``: one int array ``[F_i]`` per utterance; ``*_labels``: its ``F_i`` phones (see
     :func:`frame_labels`). At most ``max_train_frames`` training tokens are used (a seeded
-    random subset: the dense one-hot matrix costs ``max_train_frames * codebook_size`` floats).
+    random subset: the dense one-hot matrix costs ``max_train_frames * codebook_size *
+    (2 * context + 1)`` floats, several times over while fitting: about 5 GB for 20000 frames,
+    512 codes and ``context=2``).
     ``skip_silence`` leaves :data:`SILENCE` tokens out of training and scoring.
     """
     x_train, y_train = _frames(train_codes, train_labels, codebook_size, context, skip_silence)

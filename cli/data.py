@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from vqspeech.data.synth import Prosody, synthesize_corpus
-from vqspeech.data.voices import ENGINES
+from vqspeech.data.voices import CATALOGUES, DEFAULT_CATALOGUE, ENGINES
 from vqspeech_cli.errors import boundary, stderr
 from vqspeech_cli.options import Quiet
 from vqspeech_cli.progress import ProgressBar
@@ -44,6 +44,15 @@ def synth(
             metavar="NAME",
         ),
     ] = None,
+    catalogue: Annotated[
+        str,
+        typer.Option(
+            "--voices",
+            help=f"Voice catalogue ({', '.join(CATALOGUES)}): broad adds every other installed voice "
+            "(every eSpeak accent x variant, all flite and Festival voices) after the default ones.",
+            metavar="CATALOGUE",
+        ),
+    ] = DEFAULT_CATALOGUE,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -64,8 +73,11 @@ def synth(
 
     Voices come from eSpeak NG (pip package espeakng-loader), plus flite and Festival voices when
     those programs are installed; past those (16 to 21 of them), they come back with other
-    vocal-tract lengths, so --speakers 48 gives 48 distinct timbres. Train on it with:
-    vqspeech train demo --data OUT_DIR (or recipes/speech/voices.yaml for unseen voices)
+    vocal-tract lengths, so --speakers 48 gives 48 distinct timbres; --voices broad takes
+    every installed voice first (about 690 with flite and Festival). eSpeak utterances get
+    phone labels in OUT_DIR/phones/. To test on voices of an engine never trained on, make
+    two corpora: --engine espeak --engine flite for training, --engine festival for testing.
+    Train on it with: vqspeech train demo --data OUT_DIR (or recipes/speech/voices.yaml)
     """
     bar = ProgressBar(quiet, "synth")
     with boundary():
@@ -79,6 +91,7 @@ def synth(
                 overwrite=overwrite,
                 progress=bar,
                 prosody=Prosody() if prosody else None,
+                catalogue=catalogue,
             )
         finally:
             bar.close()

@@ -12,7 +12,20 @@ from typing import Annotated
 import typer
 
 from vqspeech import __version__
-from vqspeech_cli import convert, data, decode, demo, encode, evaluate, info, prior, sample, speakers, train
+from vqspeech_cli import (
+    convert,
+    data,
+    decode,
+    demo,
+    encode,
+    evaluate,
+    info,
+    prior,
+    probe,
+    sample,
+    speakers,
+    train,
+)
 
 app = typer.Typer(
     name="vqspeech",
@@ -46,6 +59,7 @@ app.command("speakers")(speakers.speakers)
 app.command("train")(train.train_command)
 app.command("demo")(demo.demo_command)
 app.command("eval")(evaluate.eval_command)
+app.command("probe")(probe.probe_command)
 app.add_typer(data.app, name="data")
 app.add_typer(prior.app, name="prior")
 app.command("sample")(sample.sample_command)

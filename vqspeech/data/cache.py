@@ -105,6 +105,15 @@ def trim_silence(
     ``hop_length``, RMS in dB relative to the maximum) without importing librosa. Audio
     that is silent throughout is returned unchanged rather than emptied.
     """
+    start, end = trim_bounds(audio, top_db, frame_length, hop_length)
+    return audio[start:end]
+
+
+def trim_bounds(
+    audio: np.ndarray, top_db: float, frame_length: int = 2048, hop_length: int = 512
+) -> tuple[int, int]:
+    """``(start, end)`` samples of what :func:`trim_silence` keeps of ``audio`` ``[T]``
+    (``(0, T)`` for audio silent throughout)."""
     n = audio.shape[0]
     pad = frame_length // 2
     padded = np.pad(audio.astype(np.float64), (pad, pad))
@@ -116,10 +125,10 @@ def trim_silence(
     db = 10.0 * np.log10(np.maximum(power, amin)) - 10.0 * np.log10(max(float(power.max()), amin))
     loud = np.flatnonzero(db > -top_db)
     if loud.size == 0:
-        return audio
+        return 0, n
     start = int(loud[0]) * hop_length
     end = min(n, (int(loud[-1]) + 1) * hop_length)
-    return audio[start:end]
+    return start, end
 
 
 def _stat(path: Path) -> tuple[int, int]:

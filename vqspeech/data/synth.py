@@ -5,12 +5,15 @@
     OUT/speaker-info.txt                               ID AGE GENDER ACCENTS REGION COMMENTS
     OUT/txt/s01/s01_001.txt                            the sentence
     OUT/wav48_silence_trimmed/s01/s01_001_mic1.flac    48 kHz 16-bit mono FLAC
+    OUT/phones/s01/s01_001.tsv                         phone spans, eSpeak voices only
 
 so :func:`vqspeech.data.open_corpus` reads it like the real VCTK 0.92. Speakers ``s01``,
 ``s02``, ... get distinct voices (:mod:`vqspeech.data.voices`): eSpeak NG always, flite and
 Festival when installed. Utterance 001 is the same sentence for every speaker (like VCTK's
 shared elicitation paragraph, handy for voice-conversion demos); the others are drawn
-without replacement from :data:`~vqspeech.data.sentences.SENTENCES`, per speaker.
+without replacement from :data:`~vqspeech.data.sentences.SENTENCES`, per speaker. The
+phone files (:mod:`vqspeech.data.phones`) come from the same eSpeak call as the audio, which
+reporting them does not change.
 
 The same arguments on a machine with the same engines give byte-identical files: each
 speaker is synthesised in a fresh worker process (eSpeak NG carries state across
@@ -44,9 +47,19 @@ import numpy as np
 
 import vqspeech
 from vqspeech.audio import resample, save_audio
-from vqspeech.data.cache import Progress, trim_silence
+from vqspeech.data.cache import Progress, trim_bounds
+from vqspeech.data.phones import PHONES_DIR, phones_path, shift_spans, spans_from_events, write_phones
 from vqspeech.data.sentences import SENTENCES
-from vqspeech.data.voices import ESPEAK, FESTIVAL, Voice, synthesize, synthesize_many, voices_for
+from vqspeech.data.voices import (
+    DEFAULT_CATALOGUE,
+    ESPEAK,
+    FESTIVAL,
+    Voice,
+    synthesize,
+    synthesize_many,
+    synthesize_with_phones,
+    voices_for,
+)
 from vqspeech.errors import DataError
 
 #: Sample rate of the written FLAC files (VCTK's).
@@ -109,17 +122,22 @@ def _seed_of(*parts: object) -> int:
 
 
 def plan_corpus(
-    n_speakers: int, n_utterances: int, seed: int = 0, engines: Sequence[str] | None = None
+    n_speakers: int,
+    n_utterances: int,
+    seed: int = 0,
+    engines: Sequence[str] | None = None,
+    catalogue: str = DEFAULT_CATALOGUE,
 ) -> list[tuple[SynthSpeaker, list[str]]]:
     """Who says what: ``[(speaker, [sentence for utterance 001, 002, ...]), ...]``.
 
-    A pure function of its arguments and of which engines are installed.
+    A pure function of its arguments and of which engines (and, for the ``broad`` voice
+    ``catalogue``, which voices) are installed.
     """
     if n_speakers < 1:
         raise DataError(f"n_speakers must be at least 1, got {n_speakers}")
     if n_utterances < 1:
         raise DataError(f"n_utterances must be at least 1, got {n_utterances}")
-    voices = voices_for(n_speakers, tuple(engines) if engines is not None else None)
+    voices = voices_for(n_speakers, tuple(engines) if engines is not None else None, catalogue)
     shared = int(np.random.default_rng([seed, 0]).integers(len(SENTENCES)))
     width = max(2, len(str(n_speakers)))
     plan: list[tuple[SynthSpeaker, list[str]]] = []
@@ -152,13 +170,22 @@ def finish(audio: np.ndarray, rate: int, gain: float = 1.0) -> np.ndarray:
     Silence beyond 40 dB below the peak is trimmed, 50 ms of silence is kept at each end
     (VCTK 0.92 is "silence trimmed" too), and the peak is set to ``0.9 * gain``.
     """
-    audio = trim_silence(audio, top_db=40.0, frame_length=1024, hop_length=256)
+    return finish_with_offset(audio, rate, gain)[0]
+
+
+def finish_with_offset(audio: np.ndarray, rate: int, gain: float = 1.0) -> tuple[np.ndarray, float]:
+    """:func:`finish`, and where the input's time 0 lands in the output, in seconds.
+
+    A sound at ``t`` seconds in ``audio`` is at ``t + offset`` in the result (negative offset:
+    more silence was cut than the margin adds), which is how phone spans follow the audio.
+    """
+    start, end = trim_bounds(audio, top_db=40.0, frame_length=1024, hop_length=256)
     margin = np.zeros(int(0.05 * rate), dtype=np.float32)
-    audio = np.concatenate([margin, audio, margin])
+    audio = np.concatenate([margin, audio[start:end], margin])
     peak = float(np.abs(audio).max())
     if peak > 0:
         audio = audio * np.float32(0.9 * gain / peak)
-    return np.clip(resample(audio, rate, SAMPLE_RATE), -1.0, 1.0)
+    return np.clip(resample(audio, rate, SAMPLE_RATE), -1.0, 1.0), (margin.shape[0] - start) / rate
 
 
 def _paths(root: Path, speaker: str, index: int) -> tuple[Path, Path]:
@@ -184,6 +211,7 @@ def synthesize_corpus(
     overwrite: bool = False,
     progress: Progress | None = None,
     prosody: Prosody | None = None,
+    catalogue: str = DEFAULT_CATALOGUE,
 ) -> SynthResult:
     """Synthesise a demo corpus of ``n_speakers`` x ``n_utterances`` into ``out_dir`` (VCTK 0.92 layout).
 
@@ -193,12 +221,16 @@ def synthesize_corpus(
         n_utterances: utterances per speaker (default 40, ~3 s each).
         seed: picks sentences, ages and loudness; same seed -> byte-identical files.
         engines: ``("espeak", "flite", "festival")`` subset; None (default) = all installed.
+            A corpus of some engines only holds the others out: train on one, test on another.
         workers: parallel worker processes (default: CPU count).
-        overwrite: replace a previous corpus's ``wav48_silence_trimmed/``, ``txt/`` and
-            ``speaker-info.txt`` in ``out_dir`` (nothing else there is touched).
+        overwrite: replace a previous corpus's ``wav48_silence_trimmed/``, ``txt/``,
+            ``phones/`` and ``speaker-info.txt`` in ``out_dir`` (nothing else there is touched).
         progress: optional ``progress("synth", done, total)`` callback.
         prosody: vary eSpeak NG utterances' rate, pitch and intonation range (:class:`Prosody`,
             drawn from ``(seed, speaker, utterance)``); None (default): each voice as it is.
+        catalogue: ``default`` (the voices small corpora have always had) or ``broad`` (the
+            same first, then every usable voice installed; see
+            :func:`vqspeech.data.voices.voice_catalogue`).
 
     Raises:
         DataError: ``out_dir`` is not empty, an engine is missing or a voice fails.
@@ -213,8 +245,9 @@ def synthesize_corpus(
             )
         shutil.rmtree(root / AUDIO_DIR, ignore_errors=True)
         shutil.rmtree(root / "txt", ignore_errors=True)
+        shutil.rmtree(root / PHONES_DIR, ignore_errors=True)
         (root / "speaker-info.txt").unlink(missing_ok=True)
-    plan = plan_corpus(n_speakers, n_utterances, seed, engines)
+    plan = plan_corpus(n_speakers, n_utterances, seed, engines, catalogue)
 
     jobs: list[dict[str, Any]] = []
     for number, (speaker, sentences) in enumerate(plan):
@@ -227,6 +260,8 @@ def synthesize_corpus(
             item: dict[str, Any] = {
                 "text": text, "path": str(audio_path), "seed": _seed_of(seed, speaker.name, index)
             }  # fmt: skip
+            if speaker.voice.engine == ESPEAK:
+                item["phones"] = str(phones_path(root, speaker.name, f"{speaker.name}_{index:03d}"))
             if prosody is not None and speaker.voice.engine == ESPEAK:
                 spoken = prosody.draw(speaker.voice, np.random.default_rng([seed, 2, number, index]))
                 item["voice"] = asdict(spoken)
@@ -308,6 +343,7 @@ def _run_workers(jobs: list[dict[str, Any]], workers: int | None, progress: Prog
 def worker_main() -> None:
     """Worker process body: read one speaker's job (JSON) on stdin, write its FLAC files.
 
+    Items with a ``phones`` path also get their phone spans written there (eSpeak voices).
     Prints ``ok <seconds>`` per utterance; on failure prints the reason on stderr and
     exits 1. Run by :func:`synthesize_corpus`, never by hand.
     """
@@ -318,13 +354,19 @@ def worker_main() -> None:
         if voice.engine == FESTIVAL:  # one Festival run for the whole speaker
             spoken = iter(synthesize_many([i["text"] for i in items], voice))
         for item in items:
+            spans = None
+            own = Voice(**item["voice"]) if "voice" in item else voice  # its prosody
             if voice.engine == FESTIVAL:
                 raw, rate = next(spoken)
+            elif item.get("phones"):
+                raw, rate, events = synthesize_with_phones(item["text"], own, seed=int(item["seed"]))
+                spans = spans_from_events(events, raw.shape[0], rate)
             else:
-                own = Voice(**item["voice"]) if "voice" in item else voice  # its prosody
                 raw, rate = synthesize(item["text"], own, seed=int(item["seed"]))
-            audio = finish(raw, rate, gain=float(job["gain"]))
+            audio, offset = finish_with_offset(raw, rate, gain=float(job["gain"]))
             save_audio(item["path"], audio, SAMPLE_RATE)
+            if spans is not None:
+                write_phones(item["phones"], shift_spans(spans, offset, audio.shape[0] / SAMPLE_RATE))
             print(f"ok {audio.shape[0] / SAMPLE_RATE:.3f}", flush=True)
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)

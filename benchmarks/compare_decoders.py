@@ -1,7 +1,7 @@
 """Decoder families side by side on one VQ-VAE's frozen codes (issue 16): quality and decode speed.
 
     .venv/bin/python benchmarks/compare_decoders.py --model RUN/last.pt --data DATA --out DIR \
-        [--steps 1500] [--only spectrogram|vocos|vocos-gan] [--max 16]
+        [--steps 1500] [--only NAME | --candidates spectrogram,vocos,vocos-gan] [--max 16]
 
 The model's encoder, codebook and speaker table are frozen; on its codes of the corpus's
 training split (the split ``vqspeech train`` used) each candidate decoder is trained from
@@ -292,13 +292,20 @@ def main() -> None:
     )
     parser.add_argument("--gan-window", type=int, default=4096, help="samples the discriminators judge")
     parser.add_argument("--only", choices=CANDIDATES, default=None)
+    parser.add_argument(
+        "--candidates", default=",".join(CANDIDATES), help="comma-separated candidates to train and score"
+    )
     parser.add_argument("--max", type=int, default=16, help="held-out utterances to score")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
     codec = Codec.load(args.model, "cpu")
     out = Path(args.out)
-    names = [args.only] if args.only else list(CANDIDATES)
+    chosen = [n for n in args.candidates.split(",") if n]
+    unknown = sorted(set(chosen) - set(CANDIDATES))
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; choose from {', '.join(CANDIDATES)}")
+    names = [args.only] if args.only else chosen
     missing = [n for n in names if not (out / f"{n}.pt").exists()]
     if missing:
         split = split_for(open_corpus(args.data, sample_rate=codec.sample_rate), codec.checkpoint.recipe)
@@ -310,7 +317,7 @@ def main() -> None:
         return
     decoders: dict[str, torch.nn.Module] = {}
     budgets = {}
-    for name in CANDIDATES:
+    for name in names:
         dec = build(name, codec)
         dec.load_state_dict(torch.load(out / f"{name}.pt", weights_only=True))
         decoders[name] = dec.eval()

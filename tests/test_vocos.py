@@ -74,6 +74,13 @@ def test_chunking_needs_its_context() -> None:
     assert (decoder.decode(codes, voice, chunk_tokens=10) - whole).abs().max() > 10 * CHUNK_TOLERANCE
 
 
+def test_iter_decode_yields_one_piece_per_chunk() -> None:
+    decoder = tiny()
+    codes, voice = torch.randn(1, DIM, 25), torch.randn(1, SPEAKER)
+    pieces = list(decoder.iter_decode(codes, voice, chunk_tokens=10))
+    assert [p.shape[-1] for p in pieces] == [10 * HOP, 10 * HOP, 5 * HOP]
+
+
 def test_chunked_memory_is_bounded_by_the_chunk() -> None:
     decoder = tiny()
     seen: list[int] = []

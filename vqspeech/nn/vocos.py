@@ -25,6 +25,7 @@ up to float rounding (the tests check 1e-4 absolute), at memory proportional to 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -191,9 +192,13 @@ class VocosDecoder(nn.Module):
             return self.forward(codes, speaker)
         if chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
-        return torch.cat(list(self._chunks(codes, speaker, chunk_tokens)), dim=-1)
+        return torch.cat(list(self.iter_decode(codes, speaker, chunk_tokens)), dim=-1)
 
-    def _chunks(self, codes: Tensor, speaker: Tensor, chunk_tokens: int):  # type: ignore[no-untyped-def]
+    @torch.no_grad()
+    def iter_decode(self, codes: Tensor, speaker: Tensor, chunk_tokens: int) -> Iterator[Tensor]:
+        """Yield :meth:`decode`'s audio chunk by chunk: ``[B, n * hop_length]`` for each ``n``-token chunk."""
+        if chunk_tokens < 1:
+            raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
         s, hop, frame_hop, half = self.stride, self.hop_length, self.frame_hop, self.config.n_fft // 2
         tokens = codes.shape[-1]
         length, last = tokens * hop, self.num_frames(tokens) - 1

@@ -106,14 +106,14 @@ def toy_model(*extra: str) -> tuple[VQVAE, torch.Tensor, torch.Tensor]:
 
 
 def test_the_built_in_families_are_registered_in_order() -> None:
-    assert decoder_families()[:2] == ("wavenet", "spectrogram")
+    assert decoder_families()[:3] == ("wavenet", "spectrogram", "vocos")
     assert get_family("spectrogram").receptive_field(load_recipe("demo").model) == load_recipe(
         "demo"
     ).model.spectrogram.receptive_field(64)
-    with pytest.raises(ConfigError, match="unknown decoder family 'toy'; known: wavenet, spectrogram"):
+    with pytest.raises(ConfigError, match="unknown decoder family 'toy'; known: wavenet, spectrogram, vocos"):
         get_family("toy")
     with pytest.raises(
-        ConfigError, match=r"model\.decoders must list distinct families from wavenet, spectrogram"
+        ConfigError, match=r"model\.decoders must list distinct families from wavenet, spectrogram, vocos"
     ):
         load_recipe("demo", ["model.decoders=[toy]"])
 

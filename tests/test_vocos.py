@@ -195,3 +195,37 @@ def test_config_is_checked() -> None:
         VocosConfig(kernel_size=4)
     with pytest.raises(ValueError, match="frame hop"):
         VocosDecoder(VocosConfig(n_fft=64, frame_stride=2), DIM, SPEAKER, HOP)
+
+
+# --------------------------------------------------------------------------------------------
+# the family in the model (vqspeech.decoders.vocos: one module + one registration line)
+
+TINY_VOCOS = ["model.decoders=[vocos]", "model.families.vocos.channels=16", "model.families.vocos.blocks=2"]
+
+
+def test_the_vocos_family_trains_and_decodes_through_the_model(tmp_path: Path) -> None:
+    from helpers import SPEAKERS, make_checkpoint, tiny_recipe, tone
+
+    from vqspeech.checkpoint import load_checkpoint
+    from vqspeech.model import VQVAE
+
+    torch.manual_seed(0)
+    model = VQVAE(tiny_recipe(len(SPEAKERS), *TINY_VOCOS).model)
+    audio = torch.stack([torch.from_numpy(tone(0.256, f0=f0, seed=i)) for i, f0 in enumerate((110, 230))])
+    speakers = torch.tensor([0, 2])
+    out = model(audio, speakers)
+    assert set(out.decoder_losses) == {"vocos"} and out.predictions["vocos"].shape == audio.shape
+    out.loss.backward()
+    assert model.encoder.out.weight.grad is not None and model.encoder.out.weight.grad.abs().sum() > 0
+    torch.optim.SGD(model.parameters(), lr=0.1).step()  # AdaLN starts as identity: one step to hear voices
+    model.eval()
+    codes = model.encode(audio)
+    assert not torch.allclose(model.decode(codes, speakers), model.decode(codes, torch.tensor([1, 1])))
+
+    path = make_checkpoint(tmp_path / "v.pt", extra=TINY_VOCOS)
+    vq = load_checkpoint(path).build_model()
+    codes = vq.encode(audio)
+    whole = vq.decode(codes, speakers)
+    assert whole.shape == (2, codes.shape[1] * 64)
+    chunked = torch.cat(list(vq.iter_decode(codes, speakers, chunk_frames=5)), dim=1)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-4)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vqspeech.decoders.base import DecoderFamily, FamilyLoss, Lookup, get_family, register, registered
 from vqspeech.decoders.spectrogram import SpectrogramFamily
+from vqspeech.decoders.vocos import VocosFamily
 from vqspeech.decoders.wavenet import WaveNetFamily
 
 __all__ = ["DecoderFamily", "FamilyLoss", "Lookup", "get_family", "register", "registered"]
@@ -16,3 +17,4 @@ __all__ = ["DecoderFamily", "FamilyLoss", "Lookup", "get_family", "register", "r
 # registration order is construction order in the model (and so the order of its parameters)
 register(WaveNetFamily())
 register(SpectrogramFamily())
+register(VocosFamily())

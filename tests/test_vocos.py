@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from helpers import SPEAKERS, make_checkpoint, tiny_recipe, tone
 
+from vqspeech.checkpoint import load_checkpoint
+from vqspeech.model import VQVAE
 from vqspeech.nn.audio_losses import log_mel_loss, multi_resolution_stft_loss
 from vqspeech.nn.discriminators import (
     Discriminators,
@@ -204,11 +208,6 @@ TINY_VOCOS = ["model.decoders=[vocos]", "model.families.vocos.channels=16", "mod
 
 
 def test_the_vocos_family_trains_and_decodes_through_the_model(tmp_path: Path) -> None:
-    from helpers import SPEAKERS, make_checkpoint, tiny_recipe, tone
-
-    from vqspeech.checkpoint import load_checkpoint
-    from vqspeech.model import VQVAE
-
     torch.manual_seed(0)
     model = VQVAE(tiny_recipe(len(SPEAKERS), *TINY_VOCOS).model)
     audio = torch.stack([torch.from_numpy(tone(0.256, f0=f0, seed=i)) for i, f0 in enumerate((110, 230))])

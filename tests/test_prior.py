@@ -22,7 +22,6 @@ from helpers import SPEAKERS, make_checkpoint
 from typer.testing import CliRunner
 
 from vqspeech.checkpoint import load_checkpoint
-from vqspeech.config import UNKNOWN_SPEAKER, PriorConfig
 from vqspeech.entropy import PmfSource
 from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError, OutputError
 from vqspeech.loop import SilentCallback, StepMetrics
@@ -44,6 +43,7 @@ from vqspeech.prior import (
     train_prior,
 )
 from vqspeech.prior_checkpoint import load_prior
+from vqspeech.prior_config import UNKNOWN_SPEAKER, PriorConfig
 from vqspeech_cli.main import app
 
 TINY = PriorConfig(codebook_size=32, n_speakers=3, channels=16, kernel_size=2, dilations=(1, 2, 4, 8))

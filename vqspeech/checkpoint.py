@@ -42,10 +42,11 @@ import torch
 from torch import Tensor
 
 from vqspeech import __version__
-from vqspeech.config import Recipe, recipe_from_dict, to_dict
+from vqspeech.config import Recipe, recipe_from_dict
 from vqspeech.errors import CheckpointError, ConfigError
 from vqspeech.files import write_atomic
 from vqspeech.model import VQVAE
+from vqspeech.recipe_io import to_dict
 
 CHECKPOINT_FORMAT = "vqspeech-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -32,15 +32,7 @@ from torch import Tensor, nn
 from vqspeech.audio import load_audio, save_audio
 from vqspeech.checkpoint import load_checkpoint
 from vqspeech.codec import ENCODE_CHUNK_FRAMES, Codec
-from vqspeech.config import (
-    UNKNOWN_SPEAKER,
-    PriorRecipe,
-    TrainConfig,
-    from_dict,
-    merge,
-    parse_override,
-    to_dict,
-)
+from vqspeech.config import TrainConfig
 from vqspeech.data.batches import split_for
 from vqspeech.data.corpus import Utterance, open_corpus
 from vqspeech.device import resolve_device
@@ -52,6 +44,8 @@ from vqspeech.model import VQVAE
 from vqspeech.nn.prior import CodePrior
 from vqspeech.nn.prior_int import IntegerCodePrior
 from vqspeech.prior_checkpoint import PriorCheckpoint, check_prior_recipe, load_prior, save_prior
+from vqspeech.prior_config import UNKNOWN_SPEAKER, PriorRecipe
+from vqspeech.recipe_io import from_dict, merge, parse_override, to_dict
 
 #: The longest speech :func:`sample_speech` makes in one go: the prior samples the codes of the
 #: whole length and the audio is held in memory (an hour at 16 kHz is 230 MB of float32).

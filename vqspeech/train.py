@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from vqspeech.audio import save_audio
 from vqspeech.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from vqspeech.config import Recipe, to_dict
+from vqspeech.config import Recipe
 from vqspeech.data.batches import StepBatches, validation_batches
 from vqspeech.data.corpus import open_corpus
 from vqspeech.device import resolve_device
@@ -43,6 +43,7 @@ from vqspeech.loop import (
 )
 from vqspeech.model import VQVAE
 from vqspeech.plots import save_spectrograms
+from vqspeech.recipe_io import to_dict
 
 __all__ = [
     "LAST",

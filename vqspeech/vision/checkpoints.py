@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from vqspeech.checkpoint import load_payload, save_payload
-from vqspeech.config import to_dict
 from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError
+from vqspeech.recipe_io import to_dict
 from vqspeech.vision.config import VideoRecipe, VisionRecipe, recipe_family, vision_recipe_from_dict
 from vqspeech.vision.nn import GatedPixelCNN, ImageVQVAE, LatentFramePrior
 from vqspeech.vision.video_env import ToyEnv

@@ -27,15 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vqspeech.config import (
-    QuantizerConfig,
-    TrainConfig,
-    from_dict,
-    merge,
-    parse_override,
-    resolve_base_chain,
-)
+from vqspeech.config import QuantizerConfig, TrainConfig
 from vqspeech.errors import ConfigError
+from vqspeech.recipe_io import from_dict, merge, parse_override, require, resolve_base_chain
 
 IMAGE_DATASETS = ("digits", "cifar10")
 LIKELIHOODS = ("categorical", "logistic")
@@ -220,7 +214,9 @@ def cifar10_recipe() -> ImageRecipe:
         prior=PixelCNNConfig(channels=128, layers=12, kernel_size=5, n_classes=10),
         data=ImageDataConfig(dataset="cifar10", valid_images=10000, eval_images=2000),
         train=_schedule(steps=100_000, batch_size=128, lr=2e-4, warmup_steps=500, every=2500, log_every=50),
-        prior_train=_schedule(steps=100_000, batch_size=128, lr=3e-4, warmup_steps=500, every=2500, log_every=50),
+        prior_train=_schedule(
+            steps=100_000, batch_size=128, lr=3e-4, warmup_steps=500, every=2500, log_every=50
+        ),
     )
 
 
@@ -329,9 +325,7 @@ def validate_vision(recipe: VisionRecipe) -> VisionRecipe:
             ),
             (recipe.prior.context_layers >= 0, "prior.context_layers must be 0 or more"),
         ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    require(checks)
     return recipe
 
 

@@ -39,13 +39,14 @@ from vqspeech.device import resolve_device
 from vqspeech.errors import ConfigError, DataError
 from vqspeech.files import refuse_existing
 from vqspeech.inference import decode_tokens
-from vqspeech.loop import LAST, FitResult, TrainCallback, claim_run, fit
+from vqspeech.loop import FitResult, TrainCallback, fit
 from vqspeech.model import VQVAE
 from vqspeech.nn.prior import CodePrior
 from vqspeech.nn.prior_int import IntegerCodePrior
 from vqspeech.prior_checkpoint import PriorCheckpoint, check_prior_recipe, load_prior, save_prior
 from vqspeech.prior_config import UNKNOWN_SPEAKER, PriorRecipe
 from vqspeech.recipe_io import from_dict, merge, parse_override, to_dict
+from vqspeech.runfolder import LAST, claim_run
 
 #: The longest speech :func:`sample_speech` makes in one go: the prior samples the codes of the
 #: whole length and the audio is held in memory (an hour at 16 kHz is 230 MB of float32).

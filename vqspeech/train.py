@@ -28,13 +28,11 @@ from vqspeech.data.corpus import open_corpus
 from vqspeech.device import resolve_device
 from vqspeech.errors import DataError
 from vqspeech.loop import (
-    LAST,
     EvalMetrics,
     FitResult,
     SilentCallback,
     StepMetrics,
     TrainCallback,
-    claim_run,
     corpus_report,
     fit,
     init_distributed,
@@ -44,6 +42,7 @@ from vqspeech.loop import (
 from vqspeech.model import VQVAE
 from vqspeech.plots import save_spectrograms
 from vqspeech.recipe_io import to_dict
+from vqspeech.runfolder import LAST, claim_run
 
 __all__ = [
     "LAST",

@@ -28,8 +28,9 @@ from torch import Tensor, nn
 from vqspeech.config import TrainConfig
 from vqspeech.device import resolve_device
 from vqspeech.errors import ConfigError
-from vqspeech.loop import LAST, FitResult, TrainCallback, claim_run, fit
+from vqspeech.loop import FitResult, TrainCallback, fit
 from vqspeech.recipe_io import from_dict, merge, parse_override, to_dict
+from vqspeech.runfolder import LAST, claim_run
 from vqspeech.vision.checkpoints import (
     LoadedVQVAE,
     build_prior,

@@ -310,23 +310,37 @@ def _finite(value: Tensor | float) -> float:
     return float(value.item() if isinstance(value, Tensor) else value)
 
 
+class Resumable(Protocol):
+    """A loaded checkpoint of a run: what :func:`fit` resumes from (see :func:`training_of`)."""
+
+    @property
+    def training(self) -> dict[str, Any]: ...
+
+
+def training_of(previous: Resumable | None) -> dict[str, Any] | None:
+    """``fit``'s ``training``: the optimiser, RNG and step of the checkpoint resumed, None for a new run."""
+    return previous.training if previous is not None else None
+
+
 def fit(
     task: Task,
     out_dir: str | Path,
     config: TrainConfig,
     *,
-    total_steps: int,
+    total_steps: int | None = None,
     training: dict[str, Any] | None = None,
     device: torch.device | None = None,
     callback: TrainCallback | None = None,
     distributed: Distributed | None = None,
 ) -> FitResult:
-    """Train ``task`` to ``total_steps``, writing ``out_dir/last.pt`` and ``out_dir/metrics.csv``.
+    """Train ``task`` to ``total_steps`` (default ``config.steps``), writing ``out_dir/last.pt`` and
+    ``out_dir/metrics.csv``.
 
     ``training`` is the ``training`` dict of a previous checkpoint of this run: the optimiser,
     RNG and step are restored from it (the task has already loaded the weights). Rank 0
     evaluates, logs and saves; under DDP every rank runs the same steps.
     """
+    total_steps = config.steps if total_steps is None else total_steps
     callback = callback or SilentCallback()
     ddp = distributed or Distributed()
     dev = device or torch.device("cpu")

@@ -38,6 +38,7 @@ from vqspeech.loop import (
     init_distributed,
     lr_at,
     resume_note,
+    training_of,
 )
 from vqspeech.model import VQVAE
 from vqspeech.plots import save_spectrograms
@@ -155,6 +156,7 @@ def encoder_hears(net: nn.Module, audio: Tensor | None) -> Iterator[None]:
         handle.remove()
 
 
+@dataclass(eq=False)
 class SpeechTask:
     """The speech VQ-VAE as a :class:`vqspeech.loop.Task`.
 
@@ -164,23 +166,13 @@ class SpeechTask:
     Validation is always on clean, unaugmented audio.
     """
 
-    def __init__(
-        self,
-        model: VQVAE,
-        recipe: Recipe,
-        speakers: list[dict[str, Any]],
-        batches: StepBatches,
-        valid: list[tuple[Tensor, Tensor]],
-        out_dir: Path,
-        device: torch.device,
-    ) -> None:
-        self.model = model
-        self.recipe = recipe
-        self.speakers = speakers
-        self.step_batches = batches
-        self.valid = valid
-        self.out_dir = out_dir
-        self.device = device
+    model: VQVAE
+    recipe: Recipe
+    speakers: list[dict[str, Any]]
+    step_batches: StepBatches
+    valid: list[tuple[Tensor, Tensor]]
+    out_dir: Path
+    device: torch.device
 
     def batches(self, start_step: int, total_steps: int) -> Iterator[Any]:
         return self.step_batches.iterate(start_step, total_steps)
@@ -280,8 +272,7 @@ def train(
                 task,
                 out_dir,
                 recipe.train,
-                total_steps=total_steps,
-                training=previous.training if previous is not None else None,
+                training=training_of(previous),
                 device=dev,
                 callback=callback,
                 distributed=ddp,

@@ -7,6 +7,8 @@ WaveNet generates a second of audio in a fraction of a second on one CPU thread.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import torch
 
 from vqspeech.checkpoint import save_checkpoint
 from vqspeech.config import ModelConfig, Recipe, WaveNetConfig, load_recipe
+from vqspeech.loop import SilentCallback, StepMetrics
 from vqspeech.model import VQVAE
 
 TINY_MODEL = [
@@ -102,3 +105,15 @@ def write_tone(
     data = np.stack([audio] * channels, axis=1) if channels > 1 else audio
     sf.write(path, data, sample_rate)
     return path
+
+
+class InterruptAt(SilentCallback):
+    """Sends this process SIGINT after step ``at``, as Ctrl-C (or a cluster's SIGTERM) would: the
+    training loop saves a checkpoint and stops."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step(self, metrics: StepMetrics) -> None:
+        if metrics.step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)

@@ -33,6 +33,26 @@ TINY_MODEL = [
     "model.decoder.cond_channels=16",
 ]
 
+#: The image and video tests' shrunk networks (``vqspeech.vision`` recipes) and short schedules.
+TINY_VISION_NETWORKS = [
+    "model.channels=16",
+    "model.res_channels=8",
+    "model.n_res_blocks=1",
+    "model.quantizer.dim=8",
+    "model.quantizer.codebook_size=16",
+    "prior.channels=8",
+    "prior.layers=2",
+    "prior.kernel_size=3",
+]
+TINY_VISION_SCHEDULES = [
+    "train.batch_size=4",
+    "train.eval_every=2",
+    "train.warmup_steps=1",
+    "prior_train.batch_size=4",
+    "prior_train.eval_every=2",
+    "prior_train.warmup_steps=1",
+]
+
 SPEAKERS = ("s01", "s02", "s03")
 
 

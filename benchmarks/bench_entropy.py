@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vqspeech.bitpack import bits_per_code
 from vqspeech.entropy import BigramSource, PmfSource, decode_tokens, encode_tokens, ideal_bits
-from vqspeech.tokens import TokenFile, TokenHeader, bits_per_code, dumps, loads, loads_container
+from vqspeech.tokens import TokenFile, TokenHeader, dumps, loads, loads_container
 
 
 @dataclass

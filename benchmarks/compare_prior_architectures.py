@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqspeech.checkpoint import load_checkpoint
-from vqspeech.config import UNKNOWN_SPEAKER
 from vqspeech.data.batches import split_for
 from vqspeech.data.corpus import open_corpus
 from vqspeech.loop import fit
 from vqspeech.nn.prior import CodePrior
 from vqspeech.prior import CropBatches, EncodedUtterance, encode_utterances, masked_nats, prior_recipe
+from vqspeech.prior_config import UNKNOWN_SPEAKER
 
 
 class TransformerPrior(nn.Module):

@@ -12,6 +12,7 @@ from vqspeech.codec import Codec
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.options import (
+    AudioInputs,
     DecoderFamily,
     Device,
     Jobs,
@@ -34,14 +35,7 @@ Speaker = Annotated[
 
 
 def convert(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            help="Audio files (anything soundfile reads), folders (searched recursively for "
-            ".wav/.flac/.ogg), or - to read paths from stdin, one per line.",
-            metavar="INPUT",
-        ),
-    ],
+    inputs: AudioInputs,
     model: Model,
     speaker: Speaker = None,
     reference: Reference = None,

@@ -14,7 +14,7 @@ from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
-from vqspeech_cli.options import Device, Jobs, Model, Output, Overwrite, Prior, Quiet
+from vqspeech_cli.options import AudioInputs, Device, Jobs, Model, Output, Overwrite, Prior, Quiet
 
 
 class TokenFormat(str, Enum):
@@ -66,14 +66,7 @@ def _plan(found: list[io.Input], output: str | None, n_args: int, fmt: str) -> t
 
 
 def encode(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            help="Audio files (anything soundfile reads, any rate, any channels), folders (searched "
-            "recursively for .wav/.flac/.ogg), or - to read paths from stdin, one per line.",
-            metavar="INPUT",
-        ),
-    ],
+    inputs: AudioInputs,
     model: Model,
     output: Output = None,
     fmt: Format = None,

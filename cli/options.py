@@ -131,3 +131,11 @@ CacheDir = Annotated[
         "~/.cache/vqspeech if ROOT is read-only; $VQSPEECH_CACHE_DIR overrides).",
     ),
 ]
+AudioInputs = Annotated[
+    list[str],
+    typer.Argument(
+        help="Audio files (anything soundfile reads, any rate, any channels), folders (searched "
+        "recursively for .wav/.flac/.ogg), or - to read paths from stdin, one per line.",
+        metavar="INPUT",
+    ),
+]

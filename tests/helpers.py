@@ -7,6 +7,8 @@ WaveNet generates a second of audio in a fraction of a second on one CPU thread.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import torch
 
 from vqspeech.checkpoint import save_checkpoint
 from vqspeech.config import ModelConfig, Recipe, WaveNetConfig, load_recipe
+from vqspeech.loop import SilentCallback, StepMetrics
 from vqspeech.model import VQVAE
 
 TINY_MODEL = [
@@ -28,6 +31,26 @@ TINY_MODEL = [
     "model.decoder.skip_channels=32",
     "model.decoder.layers_per_cycle=4",
     "model.decoder.cond_channels=16",
+]
+
+#: The image and video tests' shrunk networks (``vqspeech.vision`` recipes) and short schedules.
+TINY_VISION_NETWORKS = [
+    "model.channels=16",
+    "model.res_channels=8",
+    "model.n_res_blocks=1",
+    "model.quantizer.dim=8",
+    "model.quantizer.codebook_size=16",
+    "prior.channels=8",
+    "prior.layers=2",
+    "prior.kernel_size=3",
+]
+TINY_VISION_SCHEDULES = [
+    "train.batch_size=4",
+    "train.eval_every=2",
+    "train.warmup_steps=1",
+    "prior_train.batch_size=4",
+    "prior_train.eval_every=2",
+    "prior_train.warmup_steps=1",
 ]
 
 SPEAKERS = ("s01", "s02", "s03")
@@ -102,3 +125,15 @@ def write_tone(
     data = np.stack([audio] * channels, axis=1) if channels > 1 else audio
     sf.write(path, data, sample_rate)
     return path
+
+
+class InterruptAt(SilentCallback):
+    """Sends this process SIGINT after step ``at``, as Ctrl-C (or a cluster's SIGTERM) would: the
+    training loop saves a checkpoint and stops."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step(self, metrics: StepMetrics) -> None:
+        if metrics.step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)

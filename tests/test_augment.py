@@ -12,7 +12,7 @@ import torch
 from helpers import tiny_recipe
 
 from vqspeech.checkpoint import load_checkpoint, save_checkpoint, save_payload
-from vqspeech.config import Recipe, demo_recipe, load_recipe, recipe_from_dict, to_dict
+from vqspeech.config import Recipe, demo_recipe, load_recipe, recipe_from_dict
 from vqspeech.data import augment as A
 from vqspeech.data.augment_config import AugmentConfig
 from vqspeech.data.batches import StepBatches
@@ -20,6 +20,7 @@ from vqspeech.data.corpus import Corpus
 from vqspeech.data.dataset import RandomCrops
 from vqspeech.errors import ConfigError
 from vqspeech.model import VQVAE
+from vqspeech.recipe_io import to_dict
 from vqspeech.train import encoder_hears
 
 SR = 16000

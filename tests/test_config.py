@@ -6,15 +6,9 @@ import math
 
 import pytest
 
-from vqspeech.config import (
-    BUILTIN_RECIPES,
-    EncoderConfig,
-    WaveNetConfig,
-    load_recipe,
-    recipe_from_dict,
-    to_dict,
-)
+from vqspeech.config import BUILTIN_RECIPES, EncoderConfig, WaveNetConfig, load_recipe, recipe_from_dict
 from vqspeech.errors import ConfigError
+from vqspeech.recipe_io import to_dict
 
 
 def test_paper_config_matches_the_paper() -> None:

@@ -24,10 +24,11 @@ from typer.testing import CliRunner
 import vqspeech.config
 import vqspeech.decoders.base
 from vqspeech.checkpoint import load_checkpoint, model_fingerprint, save_checkpoint
-from vqspeech.config import ModelConfig, decoder_families, load_recipe, recipe_from_dict, to_dict
+from vqspeech.config import ModelConfig, decoder_families, load_recipe, recipe_from_dict
 from vqspeech.decoders import DecoderFamily, FamilyLoss, Lookup, get_family, register
 from vqspeech.errors import ConfigError
 from vqspeech.model import VQVAE
+from vqspeech.recipe_io import to_dict
 from vqspeech_cli.main import app
 
 # --- the whole toy family: config, module, family ------------------------------------------

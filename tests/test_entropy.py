@@ -258,9 +258,9 @@ def test_only_one_codebook_and_the_right_codebook_size() -> None:
 
 def test_a_real_integer_prior_round_trips_per_speaker() -> None:
     torch = pytest.importorskip("torch")
-    from vqspeech.config import PriorConfig
     from vqspeech.nn.prior import CodePrior
     from vqspeech.nn.prior_int import IntegerCodePrior
+    from vqspeech.prior_config import PriorConfig
 
     config = PriorConfig(codebook_size=32, n_speakers=3, channels=16, kernel_size=2, dilations=(1, 2, 4))
     torch.manual_seed(0)

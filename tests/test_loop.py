@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from vqspeech.checkpoint import load_checkpoint, load_payload, save_payload
 from vqspeech.config import TrainConfig
 from vqspeech.errors import CheckpointError, ConfigError
-from vqspeech.loop import LAST, EvalMetrics, SilentCallback, StepMetrics, fit
+from vqspeech.loop import EvalMetrics, SilentCallback, StepMetrics, fit
+from vqspeech.runfolder import LAST
 
 
 class Regression:

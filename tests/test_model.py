@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TINY_MODEL
 
 from vqspeech.checkpoint import load_checkpoint, model_fingerprint, save_checkpoint
 from vqspeech.config import Recipe, load_recipe
@@ -13,17 +14,9 @@ from vqspeech.model import VQVAE
 TINY = [
     "model.decoders=[wavenet]",
     "model.n_speakers=3",
-    "model.encoder.channels=16",
-    "model.encoder.res_dilations=[1, 2]",
-    "model.quantizer.dim=8",
-    "model.quantizer.codebook_size=32",
+    *TINY_MODEL,
     "model.quantizer.kmeans_init=false",
-    "model.decoder.residual_channels=16",
-    "model.decoder.gate_channels=32",
-    "model.decoder.skip_channels=32",
-    "model.decoder.layers_per_cycle=4",
     "model.speaker_dim=8",
-    "model.decoder.cond_channels=16",
 ]
 
 

@@ -10,22 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import SPEAKERS, make_checkpoint
+from helpers import SPEAKERS, InterruptAt, make_checkpoint
 from typer.testing import CliRunner
 
 from vqspeech.checkpoint import load_checkpoint
-from vqspeech.config import UNKNOWN_SPEAKER, PriorConfig
 from vqspeech.entropy import PmfSource
 from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError, OutputError
-from vqspeech.loop import SilentCallback, StepMetrics
 from vqspeech.nn.prior import CodePrior
 from vqspeech.nn.prior_int import (
     EXP_STEP,
@@ -44,6 +40,7 @@ from vqspeech.prior import (
     train_prior,
 )
 from vqspeech.prior_checkpoint import load_prior
+from vqspeech.prior_config import UNKNOWN_SPEAKER, PriorConfig
 from vqspeech_cli.main import app
 
 TINY = PriorConfig(codebook_size=32, n_speakers=3, channels=16, kernel_size=2, dilations=(1, 2, 4, 8))
@@ -275,16 +272,6 @@ def test_training_lowers_the_loss_and_saves_a_prior(trained: Path, vqvae: Path) 
         load_prior(vqvae)
 
 
-class _InterruptAt(SilentCallback):
-    """Sends this process SIGINT after step ``at``, as Ctrl-C would: the loop saves and stops."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step(self, metrics: StepMetrics) -> None:
-        if metrics.step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-
 
 def test_interrupt_and_resume_continues_exactly(tmp_path: Path, vqvae: Path, demo_corpus_dir: Path) -> None:
     recipe = prior_recipe(TINY_RECIPE)
@@ -296,7 +283,7 @@ def test_interrupt_and_resume_continues_exactly(tmp_path: Path, vqvae: Path, dem
         recipe=recipe,
         steps=12,
         device="cpu",
-        callback=_InterruptAt(5),
+        callback=InterruptAt(5),
     )
     assert killed.interrupted and killed.step == 5
     with pytest.raises(ConfigError, match="--resume"):

@@ -39,8 +39,9 @@ from vqspeech.config import TrainConfig
 from vqspeech.data.cache import Source, build_cache
 from vqspeech.entropy import encode_codes
 from vqspeech.errors import AudioError, CheckpointError, ConfigError, TokenFormatError
-from vqspeech.loop import LAST, LOCK, RunFolderBusy, claim_run, corpus_report, fit, resume_note
+from vqspeech.loop import corpus_report, fit, resume_note
 from vqspeech.prior import sample_speech
+from vqspeech.runfolder import LAST, LOCK, RunFolderBusy, claim_run
 from vqspeech.tokens import MAGIC, TokenHeader, load_container
 from vqspeech_cli.main import app
 
@@ -111,7 +112,7 @@ def test_the_run_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> N
     code = textwrap.dedent(
         f"""
         import time
-        from vqspeech.loop import claim_run
+        from vqspeech.runfolder import claim_run
         with claim_run({str(tmp_path)!r}, resume=False):
             print("locked", flush=True)
             time.sleep(600)

@@ -17,13 +17,14 @@ from typer.testing import CliRunner
 
 from vqspeech.checkpoint import load_checkpoint, model_fingerprint
 from vqspeech.codec import Codec
-from vqspeech.config import SpeakerEncoderConfig, load_recipe, recipe_from_dict, to_dict
+from vqspeech.config import SpeakerEncoderConfig, load_recipe, recipe_from_dict
 from vqspeech.data.batches import StepBatches
 from vqspeech.describe import describe_tokens
 from vqspeech.errors import ConfigError, TokenFormatError
 from vqspeech.inference import decode_tokens, encode_file
 from vqspeech.model import VQVAE
 from vqspeech.nn.speaker import PITCH_CENTRE, PITCH_OCTAVES, log2_f0_sums
+from vqspeech.recipe_io import to_dict
 from vqspeech.tokens import SPEAKER_VECTOR_KEY, SpeakerVector, TokenFile, TokenHeader, dumps, loads
 from vqspeech_cli.main import app
 

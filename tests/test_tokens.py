@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vqspeech import tokens as tk
+from vqspeech.bitpack import pack_bits, unpack_bits
 from vqspeech.errors import TokenFormatError
 from vqspeech.tokens import (
     FIXED_OVERHEAD,
@@ -36,13 +37,11 @@ from vqspeech.tokens import (
     jsonl_record,
     load_tokens,
     loads,
-    pack_bits,
     parse_txt,
     read_jsonl_record,
     read_npy,
     read_tokens,
     save_tokens,
-    unpack_bits,
     write_npy,
     write_tokens,
 )

@@ -14,30 +14,23 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import TINY_MODEL, InterruptAt
 from typer.testing import CliRunner
 
 from vqspeech.checkpoint import load_checkpoint
 from vqspeech.config import BUILTIN_RECIPES, Recipe, load_recipe
 from vqspeech.data.batches import validation_batches
 from vqspeech.model import VQVAE
-from vqspeech.train import SilentCallback, StepMetrics, evaluate, lr_at, train
+from vqspeech.train import evaluate, lr_at, train
 from vqspeech_cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = [
     "model.decoders=[wavenet]",
-    "model.encoder.channels=16",
-    "model.encoder.res_dilations=[1, 2]",
-    "model.quantizer.dim=8",
-    "model.quantizer.codebook_size=32",
+    *TINY_MODEL,
     "model.quantizer.dead_code_steps=3",
-    "model.decoder.residual_channels=16",
-    "model.decoder.gate_channels=32",
-    "model.decoder.skip_channels=32",
-    "model.decoder.layers_per_cycle=4",
     "model.speaker_dim=8",
-    "model.decoder.cond_channels=16",
     "data.segment_seconds=0.064",
     "data.valid_utterances_per_speaker=1",
     "data.valid_max_segments=4",
@@ -92,16 +85,6 @@ def test_a_few_steps_give_finite_decreasing_loss(tmp_path, demo_corpus_dir, demo
     assert ckpt.recipe.model.n_speakers == 3
 
 
-class _InterruptAt(SilentCallback):
-    """Sends this process SIGINT after step ``at``: what Ctrl-C or a cluster's SIGTERM does."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step(self, metrics: StepMetrics) -> None:
-        if metrics.step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-
 
 #: A tiny speaker encoder (issue 7): its reference crops and table/encoder draws must resume exactly too.
 SPEAKER_ENCODER = (
@@ -128,7 +111,7 @@ AUGMENT = (
 def test_kill_and_resume_continues_with_identical_state(tmp_path, demo_corpus_dir, extra) -> None:
     recipe = tiny(*extra)
     straight = train(recipe, demo_corpus_dir, tmp_path / "a", steps=8, device="cpu")
-    killed = train(recipe, demo_corpus_dir, tmp_path / "b", steps=8, device="cpu", callback=_InterruptAt(5))
+    killed = train(recipe, demo_corpus_dir, tmp_path / "b", steps=8, device="cpu", callback=InterruptAt(5))
     assert killed.interrupted and killed.step == 5
     assert load_checkpoint(tmp_path / "b" / "last.pt").training["step"] == 5
     resumed = train(recipe, demo_corpus_dir, tmp_path / "b", resume=True, device="cpu")

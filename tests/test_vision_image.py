@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_VISION_NETWORKS, TINY_VISION_SCHEDULES
 
 from vqspeech.checkpoint import load_payload
 from vqspeech.config import QuantizerConfig
@@ -36,22 +37,10 @@ from vqspeech.vision.train import train_vision, train_vision_prior
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
-    "model.channels=16",
-    "model.res_channels=8",
-    "model.n_res_blocks=1",
-    "model.quantizer.dim=8",
-    "model.quantizer.codebook_size=16",
-    "prior.channels=8",
-    "prior.layers=2",
-    "prior.kernel_size=3",
+    *TINY_VISION_NETWORKS,
     "data.valid_images=12",
     "data.eval_images=12",
-    "train.batch_size=4",
-    "train.eval_every=2",
-    "train.warmup_steps=1",
-    "prior_train.batch_size=4",
-    "prior_train.eval_every=2",
-    "prior_train.warmup_steps=1",
+    *TINY_VISION_SCHEDULES,
 ]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_VISION_NETWORKS, TINY_VISION_SCHEDULES
 
 from vqspeech.checkpoint import load_payload
 from vqspeech.config import demo_recipe
@@ -29,25 +30,13 @@ TINY = [
     "env.frame_size=32",
     "env.sprite_size=8",
     "model.image_size=32",
-    "model.channels=16",
-    "model.res_channels=8",
-    "model.n_res_blocks=1",
-    "model.quantizer.dim=8",
-    "model.quantizer.codebook_size=16",
-    "prior.channels=8",
-    "prior.layers=2",
-    "prior.kernel_size=3",
+    *TINY_VISION_NETWORKS,
     "prior.context_layers=1",
     "data.episodes=4",
     "data.episode_length=4",
     "data.valid_episodes=2",
     "data.eval_frames=8",
-    "train.batch_size=4",
-    "train.eval_every=2",
-    "train.warmup_steps=1",
-    "prior_train.batch_size=4",
-    "prior_train.eval_every=2",
-    "prior_train.warmup_steps=1",
+    *TINY_VISION_SCHEDULES,
 ]
 
 

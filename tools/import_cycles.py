@@ -4,7 +4,8 @@ Reads the ``import`` statements of ``vqspeech/`` and ``cli/`` (shipped as ``vqsp
 :mod:`ast`, at every level of a file (imports inside functions count: a cycle dodged with a
 late import is still a cycle), and looks for strongly connected components of the graph.
 The layering rules (``../shared/STYLE.md``): the library never imports ``vqspeech_cli``, typer
-or rich; ``vqspeech/tokens.py``, ``vqspeech/config.py`` and ``vqspeech/files.py`` import no torch.
+or rich; ``vqspeech/tokens.py`` (with ``bitpack.py``), ``vqspeech/config.py`` (with ``recipe_io.py`` and
+``prior_config.py``) and ``vqspeech/files.py`` import no torch.
 
     python tools/import_cycles.py [ROOT]
 """
@@ -20,7 +21,10 @@ PACKAGES = {"vqspeech": "vqspeech", "cli": "vqspeech_cli"}  # folder -> import n
 FORBIDDEN = {
     "vqspeech": ("vqspeech_cli", "typer", "rich"),
     "vqspeech.tokens": ("torch",),
+    "vqspeech.bitpack": ("torch",),
     "vqspeech.config": ("torch",),
+    "vqspeech.recipe_io": ("torch",),
+    "vqspeech.prior_config": ("torch",),
     "vqspeech.files": ("torch",),
 }
 

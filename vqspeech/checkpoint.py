@@ -42,17 +42,17 @@ import torch
 from torch import Tensor
 
 from vqspeech import __version__
-from vqspeech.config import Recipe, recipe_from_dict, to_dict
+from vqspeech.config import Recipe, recipe_from_dict
 from vqspeech.errors import CheckpointError, ConfigError
 from vqspeech.files import write_atomic
 from vqspeech.model import VQVAE
+from vqspeech.recipe_io import to_dict
+from vqspeech.runfolder import LAST
 
 CHECKPOINT_FORMAT = "vqspeech-checkpoint"
 CHECKPOINT_VERSION = 1
 VQVAE_KIND = "vqvae"
 DIGEST_KEY = "content_sha256"
-#: The checkpoint a run folder keeps (``vqspeech.loop.LAST``); ``-m RUN_FOLDER`` means this file.
-RUN_CHECKPOINT = "last.pt"
 #: ``torch.save`` writes a zip archive; other first bytes mean the file is something else.
 _ZIP_MAGIC = b"PK\x03\x04"
 #: First bytes of files people pass by mistake, for the message.
@@ -245,10 +245,10 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     """``path``, or ``path/last.pt`` when ``path`` is a run folder."""
     path = Path(path)
     if path.is_dir():
-        if (path / RUN_CHECKPOINT).is_file():
-            return path / RUN_CHECKPOINT
+        if (path / LAST).is_file():
+            return path / LAST
         raise CheckpointError(
-            f"{path} is a folder without {RUN_CHECKPOINT}; give a checkpoint file or a run folder "
+            f"{path} is a folder without {LAST}; give a checkpoint file or a run folder "
             "(the --out of vqspeech train)"
         )
     if not path.is_file():

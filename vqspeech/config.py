@@ -7,26 +7,24 @@ name wherever a recipe path is: ``paper`` (the VQ-VAE paper's speech setup: 16 k
 style overrides apply on top. Unknown keys are an error, never silently ignored.
 
 Every derived number (``hop_length``, receptive fields, token rate, bitrate) is computed
-here from the config, so no other module hard-codes it. This module imports no torch.
+here from the config, so no other module hard-codes it. The generic machinery (strict
+dict <-> dataclass, ``base:`` chains, ``--set`` overrides) is :mod:`vqspeech.recipe_io`, shared
+with the vision recipes; the prior's configuration is :mod:`vqspeech.prior_config`. This module
+imports no torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
+from typing import Any
 
 from vqspeech.data.augment_config import AugmentConfig
 from vqspeech.errors import ConfigError
-
-T = TypeVar("T")
+from vqspeech.recipe_io import from_dict, merge, parse_override, require, resolve_base_chain, to_dict
 
 
 @dataclass(frozen=True)
@@ -418,110 +416,6 @@ def demo_recipe() -> Recipe:
 BUILTIN_RECIPES: dict[str, typing.Callable[[], Recipe]] = {"paper": paper_recipe, "demo": demo_recipe}
 
 
-# ---------------------------------------------------------------------------------------
-# dict <-> dataclass, strict
-
-
-def to_dict(obj: Any) -> Any:
-    """A dataclass tree as plain JSON/YAML-safe data (tuples become lists)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)  # type: ignore[arg-type]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        _key_tp, value_tp = typing.get_args(tp)
-        return {str(k): _coerce(v, value_tp, f"{where}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], where)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; people write it anyway
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    return value
-
-
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys or wrong types raise ConfigError."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {where + '.' if where else ''}{unknown[0]}; known keys: {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``override`` into a copy of ``base``."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_override(text: str) -> dict[str, Any]:
-    """``"model.quantizer.codebook_size=256"`` -> ``{"model": {"quantizer": {...: 256}}}``.
-
-    The value is parsed as YAML, so ``true``, ``0.5``, ``[1, 2, 4]`` mean what they say.
-    """
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. train.steps=500)")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
-    node: dict[str, Any] = {}
-    parts = key.strip().split(".")
-    cursor = node
-    for part in parts[:-1]:
-        cursor[part] = {}
-        cursor = cursor[part]
-    cursor[parts[-1]] = value
-    return node
-
-
 def validate(recipe: Recipe) -> Recipe:
     """Reject values that would build a broken model, with a message that says which."""
     m = recipe.model
@@ -591,9 +485,7 @@ def validate(recipe: Recipe) -> Recipe:
             "data.segment_seconds is shorter than one latent frame",
         ),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    require(checks)
     for name in m.families:  # each registered family's settings must build its config
         m.family_config(name)
     return recipe
@@ -613,141 +505,6 @@ def load_recipe(name_or_path: str | Path, overrides: typing.Sequence[str] = ()) 
     return validate(from_dict(Recipe, data))
 
 
-def resolve_base_chain(
-    name_or_path: str,
-    builtins: typing.Mapping[str, typing.Callable[[], Any]],
-    what: str = "",
-    foreign_base_ends: bool = False,
-    seen: tuple[str, ...] = (),
-) -> tuple[str | None, dict[str, Any]]:
-    """Follow a recipe's ``base:`` chain: (the built-in it starts from or None, the merged recipe dict).
-
-    ``name_or_path`` is a key of ``builtins`` (that recipe, as :func:`to_dict` data) or a YAML
-    file holding a mapping, optionally with ``base:`` naming a built-in or another file (relative
-    to this one); each file's keys are merged over its base's, and its ``name`` defaults to the
-    file's stem. A chain ending at a file without ``base`` gives None: the caller decides what it
-    starts from; so does, with ``foreign_base_ends``, a base that is neither a built-in nor a file
-    (e.g. a speech built-in under the vision recipes), which is an error otherwise. ConfigError
-    (``what`` names the kind of recipe in it) for a missing file, an unreadable file, a
-    non-mapping, or a file that includes itself.
-    """
-    if name_or_path in builtins:
-        return name_or_path, to_dict(builtins[name_or_path]())
-    path = Path(name_or_path)
-    if not path.is_file():
-        known = ", ".join(sorted(builtins))
-        raise ConfigError(f"recipe {name_or_path!r} is neither a built-in {what}({known}) nor a file")
-    if str(path.resolve()) in seen:
-        raise ConfigError(f"recipe {path} includes itself through 'base'")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read recipe {path}: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"recipe {path} must be a YAML mapping")
-    base_name = raw.pop("base", None)
-    raw.setdefault("name", path.stem)
-    if base_name is None:
-        return None, raw
-    ref = str(base_name)
-    if ref not in builtins:
-        ref = str((path.parent / ref).resolve())
-        if foreign_base_ends and not Path(ref).is_file():
-            return None, raw
-    builtin, base = resolve_base_chain(ref, builtins, what, foreign_base_ends, (*seen, str(path.resolve())))
-    return builtin, merge(base, raw)
-
-
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     """Rebuild a recipe saved with :func:`to_dict` (e.g. from a checkpoint)."""
     return validate(from_dict(Recipe, data))
-
-
-# ---------------------------------------------------------------------------------------
-# The prior over speech codes (project issue #8)
-
-
-@dataclass(frozen=True)
-class PriorConfig:
-    """Autoregressive prior over a VQ-VAE's codes: a causal dilated conv stack (issue #8).
-
-    Code ``t`` is predicted from codes ``< t`` and the speaker: the codes are embedded
-    (``codebook_size`` -> ``channels``, plus a learned start vector at ``t = 0``), pass
-    residual blocks ``x += proj(relu(causal_conv(x) + speaker_bias))`` with kernel
-    ``kernel_size`` and the given ``dilations`` (in tokens), then ``relu -> linear -> relu ->
-    linear`` to ``codebook_size`` logits. No gates and no normalisation: every op is exact in
-    integer arithmetic, so the integer copy used for entropy coding gives the same
-    probabilities on every machine. The speaker table has ``n_speakers + 1`` rows, the last
-    meaning "unknown speaker". ``codebook_size`` and ``n_speakers`` are taken from the VQ-VAE
-    the prior is trained for.
-    """
-
-    codebook_size: int = 512
-    n_speakers: int = 109
-    channels: int = 128
-    kernel_size: int = 2
-    dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8)
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.dilations)
-
-    @property
-    def receptive_field(self) -> int:
-        """Past codes one prediction can see: code ``t`` depends on codes ``t - R .. t - 1``."""
-        return 1 + (self.kernel_size - 1) * sum(self.dilations)
-
-
-#: Speaker id meaning "unknown speaker" to a prior (its table's last row, ``n_speakers``).
-UNKNOWN_SPEAKER = -1
-
-
-def check_prior_config(config: PriorConfig) -> PriorConfig:
-    """ConfigError naming the first bad value of a prior's ``config`` (float and integer alike)."""
-    checks = [
-        (config.codebook_size >= 2, "prior codebook_size must be at least 2"),
-        (config.n_speakers >= 0, "prior n_speakers must be >= 0"),
-        (config.channels >= 1, "model.channels must be at least 1"),
-        (config.kernel_size >= 2, "model.kernel_size must be at least 2"),
-        (
-            len(config.dilations) >= 1 and all(d >= 1 for d in config.dilations),
-            "model.dilations must list at least one positive dilation",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    return config
-
-
-@dataclass(frozen=True)
-class PriorRecipe:
-    """Everything a prior's training run needs; saved, resolved, into its checkpoint.
-
-    Each step draws ``train.batch_size`` crops of ``segment_tokens`` codes from the training
-    utterances (the VQ-VAE recipe's own train/validation split). ``speaker_dropout`` is the
-    chance that a crop's speaker is replaced by "unknown", so the prior also works without
-    one. Each evaluation measures held-out bits/token of the float model on every held-out
-    utterance, and of the integer model on the first ``valid_integer_utterances`` of them
-    (about 0.1 s per utterance on a CPU).
-    """
-
-    name: str = "prior"
-    model: PriorConfig = field(default_factory=PriorConfig)
-    train: TrainConfig = field(
-        # Measured on the demo corpus (8 speakers x 40 utterances, K=512, 1 CPU thread, ~1 step/s):
-        # held-out 3.72 bits/token after 300 steps (unigram 8.36, raw 9); 64 channels reach 3.80
-        # after 800 steps in the same time. A bigger corpus wants more steps (--steps).
-        default_factory=lambda: TrainConfig(
-            steps=300,
-            batch_size=16,
-            lr=2e-3,
-            warmup_steps=50,
-            eval_every=100,
-            checkpoint_every=100,
-            write_samples=False,
-        )
-    )
-    segment_tokens: int = 512
-    speaker_dropout: float = 0.2
-    valid_integer_utterances: int = 16

@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import math
 import os
-import re
 import signal
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -40,12 +37,7 @@ from torch import Tensor, nn
 from vqspeech.checkpoint import non_finite_tensors
 from vqspeech.config import TrainConfig
 from vqspeech.errors import ConfigError
-
-LAST = "last.pt"
-#: The run folder's lock file (see :func:`claim_run`); it holds who has the lock, as JSON.
-LOCK = ".vqspeech-run.lock"
-#: What :func:`vqspeech.files.write_atomic` names its temp files: ``.<target name>.<random>.tmp``.
-_TEMP_FILE = re.compile(r"^\..+\.[^.]+\.tmp$")
+from vqspeech.runfolder import LAST
 
 
 @dataclass(frozen=True)
@@ -137,97 +129,6 @@ class Task(Protocol):
     def save(self, path: Path, training: dict[str, Any]) -> None:
         """Write a checkpoint holding ``training`` (optimiser, RNG, step). Main rank only."""
         ...
-
-
-def refuse_existing_run(out_dir: Path, resume: bool) -> None:
-    """A new run never writes over another: ``out_dir/last.pt`` needs ``resume`` (or another folder)."""
-    if not resume and (out_dir / LAST).exists():
-        raise ConfigError(
-            f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or pick another --out"
-        )
-
-
-class RunFolderBusy(ConfigError):
-    """Another process is training into the same run folder."""
-
-
-class _RunLock:
-    """An exclusive ``flock`` on ``<run folder>/LOCK``: the OS drops it when the process dies
-    (``kill -9`` included), so a crashed run never leaves its folder locked."""
-
-    def __init__(self, out_dir: Path) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = out_dir / LOCK
-        self.handle: IO[str] | None = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (release())
-        try:
-            import fcntl  # POSIX only; elsewhere two runs are not kept apart
-        except ImportError:
-            return
-        try:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.seek(0)
-            holder = self.handle.read()
-            self.release()
-            raise RunFolderBusy(
-                f"{out_dir} is in use by another training ({_describe_holder(holder)}); wait for it to "
-                "finish (or stop it), or pick another --out"
-            ) from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        self.handle.write(json.dumps(info))
-        self.handle.flush()
-
-    def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing the file drops the flock
-            self.handle = None
-
-
-def _describe_holder(text: str) -> str:
-    try:
-        info = json.loads(text)
-        return f"pid {int(info['pid'])} on host {str(info['host'])!r}, since {info['since']!s}"
-    except (ValueError, KeyError, TypeError):
-        return "a process that has not yet said which"
-
-
-def clean_stale_temp_files(out_dir: Path) -> list[Path]:
-    """Delete the temp files an interrupted atomic write left in ``out_dir`` (and its sub-folders).
-
-    A ``kill -9`` during a checkpoint write leaves ``.last.pt.<random>.tmp`` behind; under the
-    run lock no other writer is at work, so every such file is stale. Returns what was deleted.
-    """
-    removed = []
-    for path in out_dir.rglob(".*.tmp"):
-        if _TEMP_FILE.match(path.name) and path.is_file():
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed.append(path)
-    return removed
-
-
-@contextlib.contextmanager
-def claim_run(out_dir: str | Path, resume: bool, *, main: bool = True) -> Iterator[Path]:
-    """Hold ``out_dir`` for one training: lock it, refuse a new run over an old one, tidy it.
-
-    Takes an OS file lock on ``out_dir/LOCK`` (released on exit, and by the OS if the process
-    dies), so a second training into the same folder fails at once, naming the process (pid and
-    host) that holds it, instead of interleaving ``metrics.csv`` and racing for ``last.pt``.
-    Then :func:`refuse_existing_run` and :func:`clean_stale_temp_files`. Under DDP only the main
-    rank (``main``) locks and tidies.
-    """
-    out_dir = Path(out_dir)
-    lock = _RunLock(out_dir) if main else None
-    try:
-        refuse_existing_run(out_dir, resume)
-        if main:
-            clean_stale_temp_files(out_dir)
-        yield out_dir
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -409,23 +310,37 @@ def _finite(value: Tensor | float) -> float:
     return float(value.item() if isinstance(value, Tensor) else value)
 
 
+class Resumable(Protocol):
+    """A loaded checkpoint of a run: what :func:`fit` resumes from (see :func:`training_of`)."""
+
+    @property
+    def training(self) -> dict[str, Any]: ...
+
+
+def training_of(previous: Resumable | None) -> dict[str, Any] | None:
+    """``fit``'s ``training``: the optimiser, RNG and step of the checkpoint resumed, None for a new run."""
+    return previous.training if previous is not None else None
+
+
 def fit(
     task: Task,
     out_dir: str | Path,
     config: TrainConfig,
     *,
-    total_steps: int,
+    total_steps: int | None = None,
     training: dict[str, Any] | None = None,
     device: torch.device | None = None,
     callback: TrainCallback | None = None,
     distributed: Distributed | None = None,
 ) -> FitResult:
-    """Train ``task`` to ``total_steps``, writing ``out_dir/last.pt`` and ``out_dir/metrics.csv``.
+    """Train ``task`` to ``total_steps`` (default ``config.steps``), writing ``out_dir/last.pt`` and
+    ``out_dir/metrics.csv``.
 
     ``training`` is the ``training`` dict of a previous checkpoint of this run: the optimiser,
     RNG and step are restored from it (the task has already loaded the weights). Rank 0
     evaluates, logs and saves; under DDP every rank runs the same steps.
     """
+    total_steps = config.steps if total_steps is None else total_steps
     callback = callback or SilentCallback()
     ddp = distributed or Distributed()
     dev = device or torch.device("cpu")

@@ -32,26 +32,21 @@ from torch import Tensor, nn
 from vqspeech.audio import load_audio, save_audio
 from vqspeech.checkpoint import load_checkpoint
 from vqspeech.codec import ENCODE_CHUNK_FRAMES, Codec
-from vqspeech.config import (
-    UNKNOWN_SPEAKER,
-    PriorRecipe,
-    TrainConfig,
-    from_dict,
-    merge,
-    parse_override,
-    to_dict,
-)
+from vqspeech.config import TrainConfig
 from vqspeech.data.batches import split_for
 from vqspeech.data.corpus import Utterance, open_corpus
 from vqspeech.device import resolve_device
 from vqspeech.errors import ConfigError, DataError
 from vqspeech.files import refuse_existing
 from vqspeech.inference import decode_tokens
-from vqspeech.loop import LAST, FitResult, TrainCallback, claim_run, fit
+from vqspeech.loop import FitResult, TrainCallback, fit, training_of
 from vqspeech.model import VQVAE
 from vqspeech.nn.prior import CodePrior
 from vqspeech.nn.prior_int import IntegerCodePrior
 from vqspeech.prior_checkpoint import PriorCheckpoint, check_prior_recipe, load_prior, save_prior
+from vqspeech.prior_config import UNKNOWN_SPEAKER, PriorRecipe
+from vqspeech.recipe_io import from_dict, merge, parse_override, to_dict
+from vqspeech.runfolder import LAST, claim_run
 
 #: The longest speech :func:`sample_speech` makes in one go: the prior samples the codes of the
 #: whole length and the audio is held in memory (an hour at 16 kHz is 230 MB of float32).
@@ -69,7 +64,6 @@ def prior_recipe(overrides: Sequence[str] = (), base: PriorRecipe | None = None)
     for text in overrides:
         data = merge(data, parse_override(text))
     return check_prior_recipe(from_dict(PriorRecipe, data))
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,26 +192,17 @@ def unigram_bits(train: Sequence[EncodedUtterance], test: Sequence[EncodedUttera
 # Training
 
 
+@dataclass(eq=False)
 class PriorTask:
     """The prior as a :class:`vqspeech.loop.Task`."""
 
-    def __init__(
-        self,
-        model: CodePrior,
-        recipe: PriorRecipe,
-        batches: CropBatches,
-        valid: list[EncodedUtterance],
-        speakers: list[dict[str, Any]],
-        model_fingerprint: str,
-        device: torch.device,
-    ) -> None:
-        self.model = model
-        self.recipe = recipe
-        self.crops = batches
-        self.valid = valid
-        self.speakers = speakers
-        self.model_fingerprint = model_fingerprint
-        self.device = device
+    model: CodePrior
+    recipe: PriorRecipe
+    crops: CropBatches
+    valid: list[EncodedUtterance]
+    speakers: list[dict[str, Any]]
+    model_fingerprint: str
+    device: torch.device
 
     def batches(self, start_step: int, total_steps: int) -> Iterator[Any]:
         return self.crops.iterate(start_step, total_steps)
@@ -301,15 +286,7 @@ def train_prior(
         if previous is not None:
             prior.load_state_dict(previous.state)
         task = PriorTask(prior, recipe, CropBatches(train, recipe), valid, vq.speakers, fingerprint, dev)
-        return fit(
-            task,
-            out_dir,
-            recipe.train,
-            total_steps=total_steps,
-            training=previous.training if previous is not None else None,
-            device=dev,
-            callback=callback,
-        )
+        return fit(task, out_dir, recipe.train, training=training_of(previous), device=dev, callback=callback)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,11 +18,12 @@ import torch
 from torch import Tensor
 
 from vqspeech.checkpoint import load_payload, save_payload
-from vqspeech.config import UNKNOWN_SPEAKER, PriorConfig, PriorRecipe, check_prior_config, from_dict, to_dict
 from vqspeech.entropy import decode_tokens, encode_tokens
 from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError
 from vqspeech.nn.prior import CodePrior
 from vqspeech.nn.prior_int import IntegerCodePrior
+from vqspeech.prior_config import UNKNOWN_SPEAKER, PriorConfig, PriorRecipe, check_prior_config
+from vqspeech.recipe_io import from_dict, require, to_dict
 from vqspeech.tokens import CodedTokens, TokenFile
 
 PRIOR_KIND = "prior"
@@ -37,9 +38,7 @@ def check_prior_recipe(recipe: PriorRecipe) -> PriorRecipe:
         (recipe.valid_integer_utterances >= 0, "valid_integer_utterances must be >= 0"),
         (recipe.train.batch_size >= 1, "train.batch_size must be at least 1"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    require(checks)
     return recipe
 
 

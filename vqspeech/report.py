@@ -32,7 +32,7 @@ import numpy as np
 
 import vqspeech
 from vqspeech.audio import audio_info, load_audio, save_audio
-from vqspeech.config import Recipe, to_dict
+from vqspeech.config import Recipe
 from vqspeech.evaluation.aims import check_aims
 from vqspeech.evaluation.aims import fixed3 as _fixed3
 from vqspeech.evaluation.aims import lookup as _lookup
@@ -40,6 +40,7 @@ from vqspeech.evaluation.aims import number as _number
 from vqspeech.evaluation.aims import percent as _percent
 from vqspeech.files import write_text_atomic
 from vqspeech.plots import code_usage_png, curves_png, spectrograms_png
+from vqspeech.recipe_io import to_dict
 
 #: Utterances whose audio and spectrograms are embedded (the rest are only named).
 MAX_UTTERANCES = 5

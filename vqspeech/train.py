@@ -22,27 +22,28 @@ from torch import Tensor, nn
 
 from vqspeech.audio import save_audio
 from vqspeech.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from vqspeech.config import Recipe, to_dict
+from vqspeech.config import Recipe
 from vqspeech.data.batches import StepBatches, validation_batches
 from vqspeech.data.corpus import open_corpus
 from vqspeech.device import resolve_device
 from vqspeech.errors import DataError
 from vqspeech.loop import (
-    LAST,
     EvalMetrics,
     FitResult,
     SilentCallback,
     StepMetrics,
     TrainCallback,
-    claim_run,
     corpus_report,
     fit,
     init_distributed,
     lr_at,
     resume_note,
+    training_of,
 )
 from vqspeech.model import VQVAE
 from vqspeech.plots import save_spectrograms
+from vqspeech.recipe_io import to_dict
+from vqspeech.runfolder import LAST, claim_run
 
 __all__ = [
     "LAST",
@@ -155,6 +156,7 @@ def encoder_hears(net: nn.Module, audio: Tensor | None) -> Iterator[None]:
         handle.remove()
 
 
+@dataclass(eq=False)
 class SpeechTask:
     """The speech VQ-VAE as a :class:`vqspeech.loop.Task`.
 
@@ -164,23 +166,13 @@ class SpeechTask:
     Validation is always on clean, unaugmented audio.
     """
 
-    def __init__(
-        self,
-        model: VQVAE,
-        recipe: Recipe,
-        speakers: list[dict[str, Any]],
-        batches: StepBatches,
-        valid: list[tuple[Tensor, Tensor]],
-        out_dir: Path,
-        device: torch.device,
-    ) -> None:
-        self.model = model
-        self.recipe = recipe
-        self.speakers = speakers
-        self.step_batches = batches
-        self.valid = valid
-        self.out_dir = out_dir
-        self.device = device
+    model: VQVAE
+    recipe: Recipe
+    speakers: list[dict[str, Any]]
+    step_batches: StepBatches
+    valid: list[tuple[Tensor, Tensor]]
+    out_dir: Path
+    device: torch.device
 
     def batches(self, start_step: int, total_steps: int) -> Iterator[Any]:
         return self.step_batches.iterate(start_step, total_steps)
@@ -280,8 +272,7 @@ def train(
                 task,
                 out_dir,
                 recipe.train,
-                total_steps=total_steps,
-                training=previous.training if previous is not None else None,
+                training=training_of(previous),
                 device=dev,
                 callback=callback,
                 distributed=ddp,

@@ -24,8 +24,9 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vqspeech.config import ModelConfig, register_family_config, to_dict
+from vqspeech.config import ModelConfig, register_family_config
 from vqspeech.errors import ConfigError
+from vqspeech.recipe_io import to_dict
 
 #: ``codes [B, F]`` (int64) -> dequantised latents ``z_q [B, D, F]``: the model's codebook lookup.
 Lookup = Callable[[Tensor], Tensor]

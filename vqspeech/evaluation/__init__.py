@@ -6,7 +6,9 @@ The pieces are usable alone, one module per stage:
 
 * :mod:`~vqspeech.evaluation.measures`: signal measures of reconstructions, and code statistics;
 * :mod:`~vqspeech.evaluation.speakers`: linear speaker classifiers and the leakage probe;
-* :mod:`~vqspeech.evaluation.run`: :func:`evaluate_model`, the run over a corpus, and its report;
+* :mod:`~vqspeech.evaluation.run`: :func:`evaluate_model`, the run over a corpus in stages, and its report;
+* :mod:`~vqspeech.evaluation.unseen`: the stage for speakers the model never trained on;
+* :mod:`~vqspeech.evaluation.common`: what the stages share (utterance picking, batch decoding);
 * :mod:`~vqspeech.evaluation.aims`: issue 6's aims and :func:`check_aims`.
 
 Reconstructions compare a reference and a degraded waveform of the same length at the same rate
@@ -60,7 +62,7 @@ from vqspeech.evaluation.measures import (
     score_pair,
     stoi,
 )
-from vqspeech.evaluation.run import ConversionScores, EvalReport, UnseenSpeakerScores, evaluate_model
+from vqspeech.evaluation.run import ConversionScores, EvalReport, evaluate_model
 from vqspeech.evaluation.speakers import (
     SPEAKER_CEPSTRA,
     LeakageScores,
@@ -70,6 +72,7 @@ from vqspeech.evaluation.speakers import (
     speaker_features,
     token_speaker_information,
 )
+from vqspeech.evaluation.unseen import UnseenSpeakerScores
 
 __all__ = [
     "AIMS",

@@ -1,7 +1,11 @@
 """The whole-model evaluation: read a corpus the way training split it, decode, score every stage.
 
 :func:`evaluate_model` uses the signal measures (:mod:`vqspeech.evaluation.measures`) and the
-speaker classifiers (:mod:`vqspeech.evaluation.speakers`) and returns an :class:`EvalReport`.
+speaker classifiers (:mod:`vqspeech.evaluation.speakers`) and returns an :class:`EvalReport`. It
+reads as its stages, one function each: choose the utterances (:func:`_choose_utterances`); codes
+and leakage on real speech (:func:`_measure_real_speech`); reconstructions and conversions of
+held-out speech (:func:`_decode_held_out`, summed up by :func:`_conversion_scores`); unseen
+speakers (:func:`vqspeech.evaluation.unseen.score_unseen_speakers`); then the report.
 """
 
 from __future__ import annotations
@@ -11,20 +15,19 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from vqspeech.audio import load_audio, save_audio
 from vqspeech.codec import Codec
 from vqspeech.data.batches import split_for
-from vqspeech.data.corpus import Utterance, open_corpus
+from vqspeech.data.corpus import Split, Utterance, open_corpus
 from vqspeech.errors import ConfigError, DataError
 from vqspeech.evaluation.aims import STOI_AIM, TARGET_RATE_AIM
+from vqspeech.evaluation.common import decode_speakers, nanmean, per_speaker, rate, round_robin
 from vqspeech.evaluation.measures import (
     CodeStats,
     PairScores,
@@ -37,10 +40,12 @@ from vqspeech.evaluation.measures import (
 )
 from vqspeech.evaluation.speakers import (
     LeakageScores,
+    LinearClassifier,
     fit_linear_classifier,
     leakage_probe,
     speaker_features,
 )
+from vqspeech.evaluation.unseen import UnseenSpeakerScores, score_unseen_speakers
 from vqspeech.files import write_text_atomic
 
 
@@ -72,47 +77,6 @@ class ConversionScores:
     n_speakers: int
     moved_semitones: float
     wanted_semitones: float
-
-
-@dataclass(frozen=True)
-class UnseenSpeakerScores:
-    """Speakers the model never trained on, voiced through its speaker encoder (issue 7).
-
-    Each unseen speaker's utterances are halved: the first half (up to ``utterances_per_speaker``)
-    *enrols* it in the speaker classifier (trained on real speech of the training speakers and of
-    these), the second half is tested. ``classifier_accuracy``: on the ``n_real`` real test
-    utterances of the unseen speakers.
-
-    Reconstructions of ``n`` test utterances, decoded with their own quantised speaker vector
-    (what ``encode`` stores in a token file) or with the training speaker whose table vector is
-    nearest to it (cosine; the best a lookup table can do for a new voice): ``vector_rate`` and
-    ``table_rate`` are the fractions the classifier hears as the true speaker;
-    ``vector_similarity`` and ``table_similarity`` the mean cosine between the speaker-encoder
-    vectors of the decoded and the real utterance (1 is the same voice to the encoder).
-
-    ``vector_pitch_error`` / ``table_pitch_error``: the mean absolute difference in semitones
-    between the median F0 of the reconstruction and of the real utterance (NaN where no pitch
-    is found): a voice can have the right timbre and still sound like someone else at the wrong
-    pitch.
-
-    Zero-shot conversions: ``n_conversions`` held-out utterances of training speakers decoded with
-    the vector of one test recording of an unseen target; ``target_rate`` / ``source_rate``: the
-    fractions heard as the target / still as the source.
-    """
-
-    speakers: list[str]
-    n: int
-    vector_rate: float
-    table_rate: float
-    vector_similarity: float
-    table_similarity: float
-    n_conversions: int
-    target_rate: float
-    source_rate: float
-    classifier_accuracy: float
-    n_real: int
-    vector_pitch_error: float = float("nan")
-    table_pitch_error: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -185,6 +149,8 @@ def evaluate_model(
        ``conversions_per_utterance`` (default 2) other speakers: the ones after the source in name
        order, cyclically, each further utterance of a source continuing where the last stopped,
        so that every (source, target) pair comes up about equally often.
+    3. With a speaker encoder, speakers the model never trained on
+       (:func:`~vqspeech.evaluation.unseen.score_unseen_speakers`).
 
     ``seed`` seeds the decoder's sampling noise (WaveNet) or Griffin-Lim phases. ``audio_dir``:
     write ``<utterance>.orig.wav``, ``<utterance>.recon.wav`` and ``<utterance>.to_<speaker>.wav``
@@ -197,21 +163,76 @@ def evaluate_model(
     """
     started = time.perf_counter()
     say = progress or (lambda _line: None)
+    _check_counts(max_utterances, conversions_per_utterance, utterances_per_speaker)
+    _pystoi()  # fail now rather than after reading the corpus
+    say(f"loading {checkpoint}")
+    codec = Codec.load(checkpoint, device)
+    family = codec.check_decoder(decoder)
+    chosen = _choose_utterances(codec, data, utterances_per_speaker)
+    real = _measure_real_speech(codec, chosen, say)
+    out_dir = Path(audio_dir) if audio_dir is not None else None
+    decoded = _decode_held_out(
+        codec, family, seed, chosen, real, max_utterances, conversions_per_utterance, out_dir, say
+    )
+    unseen = score_unseen_speakers(
+        codec,
+        family,
+        seed,
+        chosen.split,
+        chosen.train,
+        real.train_voice,
+        chosen.held,
+        max_utterances,
+        utterances_per_speaker,
+        say,
+    )
+    return EvalReport(
+        checkpoint=str(checkpoint),
+        data=str(data),
+        decoder=family,
+        sample_rate=codec.sample_rate,
+        n_utterances=len(decoded.samples),
+        seconds=decoded.seconds,
+        reconstruction=_mean_scores(decoded.scores),
+        codes=real.codes,
+        conversion=_conversion_scores(decoded, real, chosen),
+        leakage=real.leakage,
+        samples=decoded.samples,
+        decode_x_real_time=decoded.seconds / max(decoded.decode_wall, 1e-9),
+        audio_dir=str(out_dir) if out_dir is not None else None,
+        wall_seconds=time.perf_counter() - started,
+        unseen=unseen,
+    )
+
+
+def _check_counts(max_utterances: int, conversions_per_utterance: int, utterances_per_speaker: int) -> None:
+    """ConfigError for a count :func:`evaluate_model` cannot work with."""
     if max_utterances < 1:
         raise ConfigError(f"max_utterances must be at least 1, got {max_utterances}")
     if conversions_per_utterance < 0:
         raise ConfigError(f"conversions_per_utterance must be 0 or more, got {conversions_per_utterance}")
     if utterances_per_speaker < 1:
         raise ConfigError(f"utterances_per_speaker must be at least 1, got {utterances_per_speaker}")
-    _pystoi()  # fail now rather than after reading the corpus
-    say(f"loading {checkpoint}")
-    codec = Codec.load(checkpoint, device)
-    family = codec.check_decoder(decoder)
-    sr, size = codec.sample_rate, codec.codebook_size
-    corpus = open_corpus(data, sample_rate=sr)
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """The utterances an evaluation reads: ``train`` and ``held`` (held-out) ones of ``speakers``."""
+
+    split: Split  # the corpus as training split it
+    speakers: list[str]  # the model's speakers with training utterances, sorted
+    train: list[Utterance]
+    held: list[Utterance]
+
+
+def _choose_utterances(codec: Codec, data: str | Path, utterances_per_speaker: int) -> _Chosen:
+    """Stage 0: split the corpus as training did; keep up to ``utterances_per_speaker`` training
+    and held-out utterances of each speaker the model knows. DataError when fewer than 2 such
+    speakers or no held-out utterance remain."""
+    corpus = open_corpus(data, sample_rate=codec.sample_rate)
     split = split_for(corpus, codec.checkpoint.recipe)
     known = set(codec.speaker_names)
-    train = _per_speaker([u for u in split.train if u.speaker in known], utterances_per_speaker)
+    train = per_speaker([u for u in split.train if u.speaker in known], utterances_per_speaker)
     speakers = sorted({u.speaker for u in train})
     if len(speakers) < 2:
         raise DataError(
@@ -219,20 +240,42 @@ def evaluate_model(
             f"model; evaluation needs 2 or more: give the corpus the model was trained on "
             f"(the model knows: {', '.join(codec.speaker_names[:20])})"
         )
-    held = _per_speaker([u for u in split.valid if u.speaker in speakers], utterances_per_speaker)
+    held = per_speaker([u for u in split.valid if u.speaker in speakers], utterances_per_speaker)
     if not held:
         raise DataError(
             f"{data}: no held-out utterances of the model's speakers; each speaker needs 2 or more "
             f"utterances (data.valid_utterances_per_speaker of them are held out)"
         )
+    return _Chosen(split, speakers, train, held)
 
-    say(f"reading {len(train)} training and {len(held)} held-out utterances of {len(speakers)} speakers")
+
+@dataclass(frozen=True)
+class _RealSpeech:
+    """What stage 1 measured on real speech: speaker features ``[N, SPEAKER_CEPSTRA + 1]`` of the
+    training and held-out utterances, the held-out codes (``{id: [1, F]}``), the speaker
+    classifier, each speaker's median log2 F0, the leakage probe and the code statistics."""
+
+    train_voice: np.ndarray
+    held_voice: np.ndarray
+    held_codes: dict[str, np.ndarray]
+    classifier: LinearClassifier
+    log2_f0: dict[str, float]
+    leakage: LeakageScores
+    codes: CodeStats
+
+
+def _measure_real_speech(codec: Codec, chosen: _Chosen, say: Callable[[str], None]) -> _RealSpeech:
+    """Stage 1, codes and leakage: encode the real utterances, train the speaker classifier on the
+    training ones' voices and the leakage probe on their code histograms, test the probe on the
+    held-out ones and take their code statistics."""
+    train, held = chosen.train, chosen.held
+    n_speakers = len(chosen.speakers)
+    say(f"reading {len(train)} training and {len(held)} held-out utterances of {n_speakers} speakers")
     train_voice, train_hist, train_codes = _read_real(codec, train)
     held_voice, held_hist, held_codes = _read_real(codec, held)
-    classifier = fit_linear_classifier(train_voice, [u.speaker for u in train])
     log2_f0 = {
         s: _nanmedian([v[-1] for v, u in zip(train_voice, train, strict=True) if u.speaker == s])
-        for s in speakers
+        for s in chosen.speakers
     }
     leakage = leakage_probe(
         train_hist,
@@ -241,56 +284,90 @@ def evaluate_model(
         [u.speaker for u in held],
         codes=([train_codes[u.id] for u in train], [held_codes[u.id] for u in held]),
     )
-    codes = code_stats(list(held_codes.values()), size, sr / codec.hop_length)
-    held_index = {u.id: i for i, u in enumerate(held)}
+    return _RealSpeech(
+        train_voice=train_voice,
+        held_voice=held_voice,
+        held_codes=held_codes,
+        classifier=fit_linear_classifier(train_voice, [u.speaker for u in train]),
+        log2_f0=log2_f0,
+        leakage=leakage,
+        codes=code_stats(
+            list(held_codes.values()), codec.codebook_size, codec.sample_rate / codec.hop_length
+        ),
+    )
 
-    chosen = _round_robin(held, max_utterances)
-    out_dir = Path(audio_dir) if audio_dir is not None else None
+
+@dataclass
+class _Decoded:
+    """What stage 2 gathered, one entry per decoded utterance (``scores``, ``samples``,
+    ``heard_recon``) or per conversion (``to_target``, ``to_source``, ``moved``, ``wanted``
+    semitones), and the seconds of audio decoded and the wall-clock seconds reconstruction took."""
+
+    scores: list[PairScores] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    heard_recon: list[bool] = field(default_factory=list)
+    to_target: list[bool] = field(default_factory=list)
+    to_source: list[bool] = field(default_factory=list)
+    moved: list[float] = field(default_factory=list)
+    wanted: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    decode_wall: float = 0.0
+
+
+def _decode_held_out(
+    codec: Codec,
+    family: str,
+    seed: int,
+    chosen: _Chosen,
+    real: _RealSpeech,
+    max_utterances: int,
+    conversions_per_utterance: int,
+    out_dir: Path | None,
+    say: Callable[[str], None],
+) -> _Decoded:
+    """Stage 2, reconstructions and conversions: up to ``max_utterances`` held-out utterances,
+    round-robin over speakers, each decoded as its own speaker (signal measures, timed) and as its
+    conversion targets, all judged by the speaker classifier; WAVs under ``out_dir`` if given."""
+    sr = codec.sample_rate
+    utterances = round_robin(chosen.held, max_utterances)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    held_row = {u.id: i for i, u in enumerate(chosen.held)}
     turns: dict[str, int] = {}
-    scores: list[PairScores] = []
-    samples: list[dict[str, Any]] = []
-    heard_recon: list[bool] = []
-    to_target: list[bool] = []
-    to_source: list[bool] = []
-    moved: list[float] = []
-    wanted: list[float] = []
-    decode_wall = seconds = 0.0
+    done = _Decoded()
     # One short untimed decode first: one-time set-up (allocator, kernels) would otherwise count
     # against the first utterance's speed.
-    _decode(codec, held_codes[chosen[0].id][:, :16], [chosen[0].speaker], family, seed)
-    for i, utt in enumerate(chosen, 1):
+    decode_speakers(codec, real.held_codes[utterances[0].id][:, :16], [utterances[0].speaker], family, seed)
+    for i, utt in enumerate(utterances, 1):
         turn = turns.get(utt.speaker, 0)
         turns[utt.speaker] = turn + 1
-        targets = _conversion_targets(utt.speaker, speakers, turn, conversions_per_utterance)
+        targets = _conversion_targets(utt.speaker, chosen.speakers, turn, conversions_per_utterance)
         say(
-            f"[{i}/{len(chosen)}] {utt.id}: reconstruct"
+            f"[{i}/{len(utterances)}] {utt.id}: reconstruct"
             + (f", convert to {', '.join(targets)}" if targets else "")
         )
         audio = load_audio(utt.path, sr)
+        codes = real.held_codes[utt.id]
         tick = time.perf_counter()
-        recon = _decode(codec, held_codes[utt.id], [utt.speaker], family, seed)[0, : len(audio)]
-        decode_wall += time.perf_counter() - tick
-        seconds += len(audio) / sr
+        recon = decode_speakers(codec, codes, [utt.speaker], family, seed)[0, : len(audio)]
+        done.decode_wall += time.perf_counter() - tick
+        done.seconds += len(audio) / sr
         converted: list[np.ndarray] = (
-            list(_decode(codec, held_codes[utt.id], targets, family, seed)[:, : len(audio)])
-            if targets
-            else []
+            list(decode_speakers(codec, codes, targets, family, seed)[:, : len(audio)]) if targets else []
         )
         pair = score_pair(audio, recon, sr)
-        scores.append(pair)
+        done.scores.append(pair)
         voices = np.stack([speaker_features(x, sr) for x in [recon, *converted]])
-        heard = classifier.predict(voices)
-        heard_recon.append(heard[0] == utt.speaker)
-        source_f0 = held_voice[held_index[utt.id]][-1]
+        heard = real.classifier.predict(voices)
+        done.heard_recon.append(heard[0] == utt.speaker)
+        source_f0 = real.held_voice[held_row[utt.id]][-1]
         for target, voice, who in zip(targets, voices[1:], heard[1:], strict=True):
-            to_target.append(who == target)
-            to_source.append(who == utt.speaker)
-            moved.append(12.0 * (voice[-1] - source_f0))
-            wanted.append(12.0 * (log2_f0[target] - log2_f0[utt.speaker]))
+            done.to_target.append(who == target)
+            done.to_source.append(who == utt.speaker)
+            done.moved.append(12.0 * (voice[-1] - source_f0))
+            done.wanted.append(12.0 * (real.log2_f0[target] - real.log2_f0[utt.speaker]))
         paths = _write_sample(out_dir, utt, audio, recon, dict(zip(targets, converted, strict=True)), sr)
-        samples.append(
+        done.samples.append(
             {
                 "utterance": utt.id,
                 "speaker": utt.speaker,
@@ -301,165 +378,23 @@ def evaluate_model(
                 "conversions_heard_as": dict(zip(targets, heard[1:], strict=True)),
             }
         )
+    return done
 
-    unseen_scores = None
-    if codec.has_speaker_encoder:
-        unseen = _per_speaker(
-            sorted(
-                (u for u in (*split.train, *split.valid) if u.speaker not in speakers), key=lambda u: u.id
-            ),
-            2 * utterances_per_speaker,
-        )
-        unseen_scores = _unseen_speakers(
-            codec, family, seed, unseen, train, train_voice, held, max_utterances, say
-        )
 
-    sign = np.sign(wanted)
-    conversion = ConversionScores(
-        n=len(to_target),
-        target_rate=_mean(to_target),
-        source_rate=_mean(to_source),
-        reconstruction_rate=_mean(heard_recon),
-        classifier_accuracy=classifier.accuracy(held_voice, [u.speaker for u in held]),
-        n_real=len(held),
-        n_speakers=len(speakers),
-        moved_semitones=_nanmean(np.asarray(moved) * sign),
-        wanted_semitones=_nanmean(np.abs(wanted)),
+def _conversion_scores(decoded: _Decoded, real: _RealSpeech, chosen: _Chosen) -> ConversionScores:
+    """Stage 2's conversions summed up, with the classifier's accuracy on real held-out speech."""
+    sign = np.sign(decoded.wanted)
+    return ConversionScores(
+        n=len(decoded.to_target),
+        target_rate=rate(decoded.to_target),
+        source_rate=rate(decoded.to_source),
+        reconstruction_rate=rate(decoded.heard_recon),
+        classifier_accuracy=real.classifier.accuracy(real.held_voice, [u.speaker for u in chosen.held]),
+        n_real=len(chosen.held),
+        n_speakers=len(chosen.speakers),
+        moved_semitones=nanmean(np.asarray(decoded.moved) * sign),
+        wanted_semitones=nanmean(np.abs(decoded.wanted)),
     )
-    return EvalReport(
-        checkpoint=str(checkpoint),
-        data=str(data),
-        decoder=family,
-        sample_rate=sr,
-        n_utterances=len(chosen),
-        seconds=seconds,
-        reconstruction=_mean_scores(scores),
-        codes=codes,
-        conversion=conversion,
-        leakage=leakage,
-        samples=samples,
-        decode_x_real_time=seconds / max(decode_wall, 1e-9),
-        audio_dir=str(out_dir) if out_dir is not None else None,
-        wall_seconds=time.perf_counter() - started,
-        unseen=unseen_scores,
-    )
-
-
-def _unseen_speakers(
-    codec: Codec,
-    family: str,
-    seed: int,
-    unseen: Sequence[Utterance],
-    train: Sequence[Utterance],
-    train_voice: np.ndarray,
-    held: Sequence[Utterance],
-    max_utterances: int,
-    say: Callable[[str], None],
-) -> UnseenSpeakerScores | None:
-    """The unseen-speaker measures of :class:`UnseenSpeakerScores`; None without 2-utterance speakers."""
-    by_speaker: dict[str, list[Utterance]] = {}
-    for utt in unseen:
-        by_speaker.setdefault(utt.speaker, []).append(utt)
-    by_speaker = {s: utts for s, utts in sorted(by_speaker.items()) if len(utts) >= 2}
-    if not by_speaker:
-        return None
-    enrol = [u for utts in by_speaker.values() for u in utts[: len(utts) // 2]]
-    test = [u for utts in by_speaker.values() for u in utts[len(utts) // 2 :]]
-    say(f"unseen speakers {', '.join(by_speaker)}: {len(enrol)} utterances enrol them, {len(test)} test")
-    sr = codec.sample_rate
-    audio = {u.id: load_audio(u.path, sr) for u in (*enrol, *test)}
-    enrol_voice = np.stack([speaker_features(audio[u.id], sr) for u in enrol])
-    test_voice = np.stack([speaker_features(audio[u.id], sr) for u in test])
-    classifier = fit_linear_classifier(
-        np.concatenate([train_voice, enrol_voice]), [u.speaker for u in (*train, *enrol)]
-    )
-    trained = sorted({u.speaker for u in train})
-    ids = torch.tensor([codec.speaker_id(s) for s in trained], device=codec.device)
-    table = F.normalize(codec.model.speaker_vector(ids).float(), dim=1)  # [S, D]
-
-    def heard_vector(wave: np.ndarray) -> torch.Tensor:
-        return codec.model.encode_speaker(
-            torch.from_numpy(np.ascontiguousarray(wave))[None].to(codec.device)
-        )[0]
-
-    vector_heard, table_heard, vector_sim, table_sim = [], [], [], []
-    vector_pitch, table_pitch = [], []
-    test_row = {u.id: i for i, u in enumerate(test)}
-    for i, utt in enumerate(_round_robin(test, max_utterances), 1):
-        wave = audio[utt.id]
-        codes = codec.encode_audio(wave)
-        vector = codec.speaker_vector([wave])
-        values = torch.from_numpy(vector.values).to(codec.device)
-        nearest = trained[int((table @ F.normalize(values, dim=0)).argmax())]
-        say(f"[unseen {i}] {utt.id}: reconstruct with its speaker vector and as {nearest}")
-        by_vector = _decode_vectors(codec, codes, values[None], family, seed)[0, : len(wave)]
-        by_table = _decode(codec, codes, [nearest], family, seed)[0, : len(wave)]
-        features = np.stack([speaker_features(x, sr) for x in (by_vector, by_table)])
-        heard = classifier.predict(features)
-        vector_heard.append(heard[0] == utt.speaker)
-        table_heard.append(heard[1] == utt.speaker)
-        real_log2_f0 = test_voice[test_row[utt.id], -1]  # the last feature is log2 median F0
-        vector_pitch.append(12.0 * abs(features[0, -1] - real_log2_f0))
-        table_pitch.append(12.0 * abs(features[1, -1] - real_log2_f0))
-        real = heard_vector(wave)
-        vector_sim.append(float(F.cosine_similarity(heard_vector(by_vector), real, dim=0)))
-        table_sim.append(float(F.cosine_similarity(heard_vector(by_table), real, dim=0)))
-
-    # Zero-shot conversion: held-out speech of training speakers toward each unseen voice in turn,
-    # the target's voice given by one of its test recordings (a different one each time).
-    to_target, to_source = [], []
-    targets = list(by_speaker)
-    references = {s: [u for u in test if u.speaker == s] for s in targets}
-    for i, utt in enumerate(_round_robin(held, max_utterances)):
-        target = targets[i % len(targets)]
-        refs = references[target]
-        reference = refs[(i // len(targets)) % len(refs)]
-        say(f"[zero-shot {i + 1}] {utt.id} -> {target} (voice of {reference.id})")
-        wave = load_audio(utt.path, sr)
-        values = torch.from_numpy(codec.speaker_vector([audio[reference.id]]).values).to(codec.device)
-        converted = _decode_vectors(codec, codec.encode_audio(wave), values[None], family, seed)[
-            0, : len(wave)
-        ]
-        who = classifier.predict(speaker_features(converted, sr)[None])[0]
-        to_target.append(who == target)
-        to_source.append(who == utt.speaker)
-    return UnseenSpeakerScores(
-        speakers=targets,
-        n=len(vector_heard),
-        vector_rate=_mean(vector_heard),
-        table_rate=_mean(table_heard),
-        vector_similarity=_nanmean(vector_sim),
-        table_similarity=_nanmean(table_sim),
-        n_conversions=len(to_target),
-        target_rate=_mean(to_target),
-        source_rate=_mean(to_source),
-        classifier_accuracy=classifier.accuracy(test_voice, [u.speaker for u in test]),
-        n_real=len(test),
-        vector_pitch_error=_nanmean(vector_pitch),
-        table_pitch_error=_nanmean(table_pitch),
-    )
-
-
-def _per_speaker(utterances: Sequence[Utterance], cap: int) -> list[Utterance]:
-    """The first ``cap`` utterances of each speaker, in the given order."""
-    taken: dict[str, int] = {}
-    out = []
-    for utt in utterances:
-        if taken.get(utt.speaker, 0) < cap:
-            taken[utt.speaker] = taken.get(utt.speaker, 0) + 1
-            out.append(utt)
-    return out
-
-
-def _round_robin(utterances: Sequence[Utterance], limit: int) -> list[Utterance]:
-    """Up to ``limit`` utterances: every speaker's first, then every speaker's second, ..."""
-    by_speaker: dict[str, list[Utterance]] = {}
-    for utt in utterances:
-        by_speaker.setdefault(utt.speaker, []).append(utt)
-    queues = [by_speaker[s] for s in sorted(by_speaker)]
-    rounds = max(len(q) for q in queues)
-    order = [q[r] for r in range(rounds) for q in queues if r < len(q)]
-    return order[:limit]
 
 
 def _conversion_targets(source: str, speakers: Sequence[str], turn: int, n: int) -> list[str]:
@@ -483,25 +418,6 @@ def _read_real(
     return np.stack(voices), np.stack(histograms), codes
 
 
-def _decode(codec: Codec, codes: np.ndarray, speakers: Sequence[str], family: str, seed: int) -> np.ndarray:
-    """Codes ``[1, F]`` decoded once per speaker in one batch -> float32 ``[len(speakers), F * hop]``."""
-    ids = torch.tensor([codec.speaker_id(s) for s in speakers], device=codec.device)
-    batch = torch.from_numpy(codes).to(codec.device).expand(len(speakers), -1)
-    generator = torch.Generator(device=codec.device).manual_seed(seed)
-    out = codec.model.decode(batch, ids, generator=generator, decoder=family)
-    return out.float().cpu().numpy()
-
-
-def _decode_vectors(
-    codec: Codec, codes: np.ndarray, vectors: torch.Tensor, family: str, seed: int
-) -> np.ndarray:
-    """Codes ``[1, F]`` decoded once per speaker vector ``[N, D]`` -> float32 ``[N, F * hop]``."""
-    batch = torch.from_numpy(codes).to(codec.device).expand(vectors.shape[0], -1)
-    generator = torch.Generator(device=codec.device).manual_seed(seed)
-    out = codec.model.decode(batch, vectors, generator=generator, decoder=family)
-    return out.float().cpu().numpy()
-
-
 def _write_sample(
     out_dir: Path | None,
     utt: Utterance,
@@ -522,16 +438,6 @@ def _write_sample(
         path.parent.mkdir(parents=True, exist_ok=True)  # folder corpora's ids hold sub-folders
         save_audio(path, wave, sample_rate)
     return {**names, "conversions": conversions}
-
-
-def _mean(flags: Sequence[bool]) -> float:
-    return float(np.mean(flags)) if len(flags) else float("nan")
-
-
-def _nanmean(values: np.ndarray | Sequence[float]) -> float:
-    finite = np.asarray(values, np.float64)
-    finite = finite[np.isfinite(finite)]
-    return float(finite.mean()) if finite.size else float("nan")
 
 
 def _nanmedian(values: Sequence[float]) -> float:

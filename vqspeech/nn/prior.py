@@ -9,8 +9,8 @@ samples with per-layer ring buffers (:meth:`CodePrior.sample`: O(layers) work pe
 Its exact integer twin, for entropy coding, is :class:`vqspeech.nn.prior_int.IntegerCodePrior`
 (numpy only, other rules: see that module).
 
-Speakers are ids ``0 .. n_speakers - 1``; :data:`~vqspeech.config.UNKNOWN_SPEAKER` (-1) selects the extra
-"unknown speaker" row that training uses for speaker dropout.
+Speakers are ids ``0 .. n_speakers - 1``; :data:`~vqspeech.prior_config.UNKNOWN_SPEAKER` (-1) selects
+the extra "unknown speaker" row that training uses for speaker dropout.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqspeech.config import PriorConfig, check_prior_config
+from vqspeech.prior_config import PriorConfig, check_prior_config
 
 # --------------------------------------------------------------------------------------------
 # The float model
@@ -34,7 +34,7 @@ class CodePrior(nn.Module):
 
     ``forward(codes [B, T] int64, speaker [B] int64) -> logits [B, T, K]``: row ``t`` depends
     only on ``codes[:, :t]`` and the speaker (row 0 on the speaker alone). Speaker ids are
-    ``0 .. n_speakers - 1``, or :data:`~vqspeech.config.UNKNOWN_SPEAKER` for none.
+    ``0 .. n_speakers - 1``, or :data:`~vqspeech.prior_config.UNKNOWN_SPEAKER` for none.
     """
 
     def __init__(self, config: PriorConfig) -> None:

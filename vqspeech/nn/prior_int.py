@@ -10,7 +10,7 @@ integer probabilities for all positions at once (teacher forced) or one code at 
 (:class:`~vqspeech.entropy.PmfStepper`, here :class:`IntegerStepper`), the two equal exactly.
 This module imports no torch: a float is never part of the arithmetic.
 
-Speakers are ids ``0 .. n_speakers - 1``; :data:`~vqspeech.config.UNKNOWN_SPEAKER` (-1) selects
+Speakers are ids ``0 .. n_speakers - 1``; :data:`~vqspeech.prior_config.UNKNOWN_SPEAKER` (-1) selects
 the extra "unknown speaker" row.
 """
 
@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vqspeech.config import UNKNOWN_SPEAKER, PriorConfig, check_prior_config, to_dict
 from vqspeech.errors import CheckpointError, ConfigError
+from vqspeech.prior_config import UNKNOWN_SPEAKER, PriorConfig, check_prior_config
+from vqspeech.recipe_io import to_dict
 
 #: Fractional bits of activations: a real value ``a`` is held as the integer ``round(a * 2**12)``.
 ACT_BITS = 12

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqspeech.config import QuantizerConfig
-from vqspeech.errors import ConfigError
+from vqspeech.recipe_io import require
 
 # Bound on the size of one [n, K] block of the distance matrix (floats): 2**24 floats is
 # 64 MiB, so N can be arbitrarily large at constant memory.
@@ -365,9 +365,7 @@ def _check_config(config: QuantizerConfig) -> None:
         (config.kmeans_iters >= 0, "quantizer.kmeans_iters must be >= 0"),
         (config.dead_code_steps >= 0, "quantizer.dead_code_steps must be >= 0 (0 disables restarts)"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    require(checks)
 
 
 def _check_latents(z_e: Tensor, dim: int) -> None:

@@ -72,8 +72,9 @@ class NumbaEngine:
         noise: NoiseSource,
         forced: Tensor | None,
     ) -> Tensor:
-        """One push's frames; ``fw`` is the WaveNet's ``_FastWeights``: its fields, in order, are the
-        kernel's weight arguments. Samples ``[B, n]`` int64, or with ``forced`` logits ``[B, Q, n]``."""
+        """One push's frames; ``fw`` is a :class:`~vqspeech.nn.wavenet_torch.FastWeights`: its fields,
+        in order, are the kernel's weight arguments. Samples ``[B, n]`` int64, or with ``forced``
+        logits ``[B, Q, n]``."""
         c = self.config
         hop, batch, classes = self.hop_length, z.shape[0], c.quantization_channels
         n = n_frames * hop

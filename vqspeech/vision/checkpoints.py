@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from vqspeech.checkpoint import load_payload, save_payload
-from vqspeech.config import to_dict
 from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError
+from vqspeech.recipe_io import to_dict
 from vqspeech.vision.config import VideoRecipe, VisionRecipe, recipe_family, vision_recipe_from_dict
 from vqspeech.vision.nn import GatedPixelCNN, ImageVQVAE, LatentFramePrior
 from vqspeech.vision.video_env import ToyEnv
@@ -59,36 +59,32 @@ def fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_vqvae(path: Path, model: ImageVQVAE, recipe: VisionRecipe, training: dict[str, Any]) -> Path:
+def _save(
+    path: Path, role: str, model: nn.Module, recipe: VisionRecipe, training: dict[str, Any], **extra: str
+) -> Path:
+    """Write a ``<family>-<role>`` checkpoint: recipe, CPU weights, ``training`` and ``extra`` keys."""
     family = recipe_family(recipe)
     return save_payload(
         path,
         {
-            "kind": f"{family}-vqvae",
+            "kind": f"{family}-{role}",
             "family": family,
             "recipe": to_dict(recipe),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "fingerprint": fingerprint(model),
+            **extra,
             "training": training,
         },
     )
+
+
+def save_vqvae(path: Path, model: ImageVQVAE, recipe: VisionRecipe, training: dict[str, Any]) -> Path:
+    return _save(path, "vqvae", model, recipe, training, fingerprint=fingerprint(model))
 
 
 def save_prior(
     path: Path, prior: nn.Module, recipe: VisionRecipe, vqvae_fingerprint: str, training: dict[str, Any]
 ) -> Path:
-    family = recipe_family(recipe)
-    return save_payload(
-        path,
-        {
-            "kind": f"{family}-prior",
-            "family": family,
-            "recipe": to_dict(recipe),
-            "model": {k: v.detach().cpu() for k, v in prior.state_dict().items()},
-            "vqvae_fingerprint": vqvae_fingerprint,
-            "training": training,
-        },
-    )
+    return _save(path, "prior", prior, recipe, training, vqvae_fingerprint=vqvae_fingerprint)
 
 
 def checkpoint_kind(path: str | Path) -> str:

@@ -27,15 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vqspeech.config import (
-    QuantizerConfig,
-    TrainConfig,
-    from_dict,
-    merge,
-    parse_override,
-    resolve_base_chain,
-)
+from vqspeech.config import QuantizerConfig, TrainConfig
 from vqspeech.errors import ConfigError
+from vqspeech.recipe_io import from_dict, merge, parse_override, require, resolve_base_chain
 
 IMAGE_DATASETS = ("digits", "cifar10")
 LIKELIHOODS = ("categorical", "logistic")
@@ -173,6 +167,33 @@ VisionRecipe = ImageRecipe | VideoRecipe
 # Built-in recipes
 
 
+def _schedule(
+    steps: int, batch_size: int, lr: float, warmup_steps: int, every: int, log_every: int
+) -> TrainConfig:
+    """A training schedule that evaluates and checkpoints at the same interval, ``every`` steps."""
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        eval_every=every,
+        checkpoint_every=every,
+        log_every=log_every,
+    )
+
+
+def _cpu_schedule(batch_size: int) -> TrainConfig:
+    """The CPU-sized recipes' schedule (digits, video; VQ-VAE and prior): 300 steps at 2e-3."""
+    return _schedule(steps=300, batch_size=batch_size, lr=2e-3, warmup_steps=20, every=100, log_every=10)
+
+
+def _cpu_quantizer(codebook_size: int) -> QuantizerConfig:
+    """The CPU-sized recipes' quantiser: 32-d EMA codebook, k-means init, dead-code restarts."""
+    return QuantizerConfig(
+        dim=32, codebook_size=codebook_size, beta=0.25, ema=True, kmeans_init=True, dead_code_steps=20
+    )
+
+
 def cifar10_recipe() -> ImageRecipe:
     """The paper's CIFAR-10 model (section 4.2) and a PixelCNN prior over its 8x8 codes.
 
@@ -192,23 +213,9 @@ def cifar10_recipe() -> ImageRecipe:
         model=model,
         prior=PixelCNNConfig(channels=128, layers=12, kernel_size=5, n_classes=10),
         data=ImageDataConfig(dataset="cifar10", valid_images=10000, eval_images=2000),
-        train=TrainConfig(
-            steps=100_000,
-            batch_size=128,
-            lr=2e-4,
-            warmup_steps=500,
-            eval_every=2500,
-            checkpoint_every=2500,
-            log_every=50,
-        ),
-        prior_train=TrainConfig(
-            steps=100_000,
-            batch_size=128,
-            lr=3e-4,
-            warmup_steps=500,
-            eval_every=2500,
-            checkpoint_every=2500,
-            log_every=50,
+        train=_schedule(steps=100_000, batch_size=128, lr=2e-4, warmup_steps=500, every=2500, log_every=50),
+        prior_train=_schedule(
+            steps=100_000, batch_size=128, lr=3e-4, warmup_steps=500, every=2500, log_every=50
         ),
     )
 
@@ -226,33 +233,15 @@ def digits_recipe() -> ImageRecipe:
         n_downsample=2,
         n_res_blocks=2,
         likelihood="logistic",
-        quantizer=QuantizerConfig(
-            dim=32, codebook_size=128, beta=0.25, ema=True, kmeans_init=True, dead_code_steps=20
-        ),
+        quantizer=_cpu_quantizer(codebook_size=128),
     )
     return ImageRecipe(
         name="digits",
         model=model,
         prior=PixelCNNConfig(channels=64, layers=6, kernel_size=5, n_classes=10),
         data=ImageDataConfig(dataset="digits", valid_images=180, eval_images=180),
-        train=TrainConfig(
-            steps=300,
-            batch_size=32,
-            lr=2e-3,
-            warmup_steps=20,
-            eval_every=100,
-            checkpoint_every=100,
-            log_every=10,
-        ),
-        prior_train=TrainConfig(
-            steps=300,
-            batch_size=32,
-            lr=2e-3,
-            warmup_steps=20,
-            eval_every=100,
-            checkpoint_every=100,
-            log_every=10,
-        ),
+        train=_cpu_schedule(batch_size=32),
+        prior_train=_cpu_schedule(batch_size=32),
     )
 
 
@@ -265,31 +254,13 @@ def video_recipe() -> VideoRecipe:
         n_downsample=3,
         n_res_blocks=2,
         likelihood="logistic",
-        quantizer=QuantizerConfig(
-            dim=32, codebook_size=64, beta=0.25, ema=True, kmeans_init=True, dead_code_steps=20
-        ),
+        quantizer=_cpu_quantizer(codebook_size=64),
     )
     return VideoRecipe(
         name="video",
         model=model,
-        train=TrainConfig(
-            steps=300,
-            batch_size=16,
-            lr=2e-3,
-            warmup_steps=20,
-            eval_every=100,
-            checkpoint_every=100,
-            log_every=10,
-        ),
-        prior_train=TrainConfig(
-            steps=300,
-            batch_size=32,
-            lr=2e-3,
-            warmup_steps=20,
-            eval_every=100,
-            checkpoint_every=100,
-            log_every=10,
-        ),
+        train=_cpu_schedule(batch_size=16),
+        prior_train=_cpu_schedule(batch_size=32),
     )
 
 
@@ -354,9 +325,7 @@ def validate_vision(recipe: VisionRecipe) -> VisionRecipe:
             ),
             (recipe.prior.context_layers >= 0, "prior.context_layers must be 0 or more"),
         ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    require(checks)
     return recipe
 
 
@@ -392,8 +361,7 @@ def load_vision_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) 
 
 def vision_recipe_from_dict(data: dict[str, Any], family: str) -> VisionRecipe:
     """Rebuild a recipe saved with ``to_dict`` (from a checkpoint); ``family`` is image or video."""
-    cls: type[ImageRecipe] | type[VideoRecipe] = VideoRecipe if family == "video" else ImageRecipe
-    return validate_vision(from_dict(cls, data))
+    return validate_vision(from_dict(_family(family), data))
 
 
 def _resolve(name_or_path: str) -> tuple[str | None, dict[str, Any]]:

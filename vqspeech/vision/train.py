@@ -25,10 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqspeech.config import TrainConfig, from_dict, merge, parse_override, to_dict
+from vqspeech.config import TrainConfig
 from vqspeech.device import resolve_device
 from vqspeech.errors import ConfigError
-from vqspeech.loop import LAST, FitResult, TrainCallback, claim_run, fit
+from vqspeech.loop import FitResult, TrainCallback, fit, training_of
+from vqspeech.recipe_io import from_dict, merge, parse_override, to_dict
+from vqspeech.runfolder import LAST, claim_run
 from vqspeech.vision.checkpoints import (
     LoadedVQVAE,
     build_prior,
@@ -73,24 +75,16 @@ def _samples_dir(out_dir: Path, step: int) -> Path:
     return out_dir / "samples" / f"step{step:07d}"
 
 
+@dataclasses.dataclass(eq=False)
 class VQVAETask:
     """The 2-d VQ-VAE on images (``[N, C, H, W]`` uint8) as a :class:`vqspeech.loop.Task`."""
 
-    def __init__(
-        self,
-        model: ImageVQVAE,
-        recipe: VisionRecipe,
-        train_images: Tensor,
-        valid_images: Tensor,
-        out_dir: Path,
-        device: torch.device,
-    ) -> None:
-        self.model = model
-        self.recipe = recipe
-        self.train_images = train_images
-        self.valid_images = valid_images
-        self.out_dir = out_dir
-        self.device = device
+    model: ImageVQVAE
+    recipe: VisionRecipe
+    train_images: Tensor
+    valid_images: Tensor
+    out_dir: Path
+    device: torch.device
 
     def batches(self, start_step: int, total_steps: int) -> Iterator[Tensor]:
         cfg = self.recipe.train
@@ -325,7 +319,6 @@ def train_vision(
             previous = load_vqvae(out_dir / LAST, dev)
             recipe = previous.recipe
         recipe = dataclasses.replace(recipe, train=_with_steps(recipe.train, steps))
-        total_steps = recipe.train.steps
         if isinstance(recipe, ImageRecipe):
             splits = load_image_splits(recipe.data.dataset, data, recipe.data.valid_images)
             train_images = splits.train.images
@@ -340,15 +333,7 @@ def train_vision(
         if previous is not None:
             model.load_state_dict(previous.model.state_dict())
         task = VQVAETask(model, recipe, train_images, valid_images, out_dir, dev)
-        return fit(
-            task,
-            out_dir,
-            recipe.train,
-            total_steps=total_steps,
-            training=previous.training if previous is not None else None,
-            device=dev,
-            callback=callback,
-        )
+        return fit(task, out_dir, recipe.train, training=training_of(previous), device=dev, callback=callback)
 
 
 @torch.no_grad()
@@ -406,7 +391,6 @@ def train_vision_prior(
             recipe = previous.recipe
         recipe = dataclasses.replace(recipe, prior_train=_with_steps(recipe.prior_train, steps))
         vq = vq._replace(recipe=recipe)
-        total_steps = recipe.prior_train.steps
 
         torch.manual_seed(recipe.prior_train.seed)
         prior = build_prior(recipe).to(dev)
@@ -447,12 +431,5 @@ def train_vision_prior(
                 dev,
             )
         return fit(
-            task,
-            out_dir,
-            recipe.prior_train,
-            total_steps=total_steps,
-            training=previous.training if previous is not None else None,
-            device=dev,
-            callback=callback,
+            task, out_dir, recipe.prior_train, training=training_of(previous), device=dev, callback=callback
         )
-

@@ -131,11 +131,21 @@ class Codec:
                     pooling.feed(piece)
                 yield piece
 
+        # One buffer grown by doubling, not a list of per-chunk pieces: small long-lived arrays
+        # between each chunk's transient ones would pin the heap and grow it with the file.
+        codes = np.empty((1, 1024), np.int64)
+        frames = 0
         with torch.no_grad():
-            pieces = [c.cpu().numpy() for c in self.model.encode_stream(tensors(), chunk_frames)]
+            for piece in self.model.encode_stream(tensors(), chunk_frames):
+                end = frames + piece.shape[1]
+                if end > codes.shape[1]:
+                    grown = np.empty((1, max(2 * codes.shape[1], end)), np.int64)
+                    grown[:, :frames] = codes[:, :frames]
+                    codes = grown
+                codes[:, frames:end] = piece.cpu().numpy()
+                frames = end
             vector = self._quantized_mean([pooling.vector()]) if pooling is not None else None
-        codes = np.concatenate(pieces, axis=1) if pieces else np.zeros((1, 0), np.int64)
-        return Encoded(codes.astype(np.int64, copy=False), num_samples, vector)
+        return Encoded(codes[:, :frames], num_samples, vector)
 
     @property
     def has_speaker_encoder(self) -> bool:

@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 import torch
 from helpers import make_checkpoint, tone
+from test_speaker_encoder import SPEAKER_ENCODER
 
 from vqspeech.audio import load_audio, resample, stream_audio
 from vqspeech.codec import ENCODE_CHUNK_FRAMES, Codec
@@ -25,13 +26,6 @@ from vqspeech.errors import AudioError
 from vqspeech.inference import encode_file
 from vqspeech.model import VQVAE
 from vqspeech.nn.speaker import SpeakerPooling
-
-#: A speaker encoder small enough for tests (as in test_speaker_encoder.py).
-SPEAKER_ENCODER = [
-    "model.speaker_encoder.enabled=true",
-    "model.speaker_encoder.channels=8",
-    "model.speaker_encoder.layers=1",
-]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ store the vector on a fixed grid (:class:`vqspeech.tokens.SpeakerVector`).
 
 Long inputs are read in chunks (each with its own level and speech frames) whose pooling sums
 add up, so memory follows the chunk and a 10-minute file costs no more than a 30-second one;
-the same audio always gives the same vector.
+the same audio always gives the same vector. :class:`SpeakerPooling` takes the recording in
+pieces as they are read (encoding a file block by block, issue 18) and cuts the same chunks,
+so its vector is exactly the whole recording's.
 
 With ``config.envelope`` the last :func:`envelope_dims` entries of the vector are not learned:
 they are the voice's long-term spectral envelope, the first cepstral coefficients (orthonormal

@@ -118,12 +118,13 @@ def test_encode_files_keeps_going_and_keeps_order(tmp_path: Path, codec: Codec) 
 
 
 def test_decoded_files_are_written_progressively_at_the_asked_rate(tmp_path: Path, codec: Codec) -> None:
-    from vqspeech.inference import decode_file
+    from vqspeech.inference import DecodeOptions, decode_file
 
     tokens = encode_file(codec, write_tone(tmp_path / "s01_x.wav", 0.25))
     write_token_output(tokens, tmp_path / "x.vqt")
     progress: list[tuple[float, float]] = []
-    seconds = decode_file(codec, tmp_path / "x.vqt", tmp_path / "x.ogg", sample_rate=22050, chunk_frames=10,
+    options = DecodeOptions(sample_rate=22050, chunk_frames=10)
+    seconds = decode_file(codec, tmp_path / "x.vqt", tmp_path / "x.ogg", options,
                           on_progress=lambda done, total: progress.append((done, total)))  # fmt: skip
     assert seconds == 0.25
     assert len(progress) >= 6 and progress[-1] == (0.25, 0.25)  # one report per chunk written

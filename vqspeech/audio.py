@@ -3,8 +3,9 @@
 :func:`load_audio` reads anything libsndfile reads (WAV, FLAC, OGG/Vorbis, ...), at any
 sample rate and channel count, and returns mono float32 ``[T]`` at the requested
 ``sample_rate`` (default 16000 Hz): channels are averaged, the rate is converted with soxr
-at high quality (the ``soxr_hq`` resampler that librosa uses). :func:`read_int16` reads a
-slice of a file's samples as stored (the data cache's 16-bit copies).
+at high quality (the ``soxr_hq`` resampler that librosa uses). :func:`stream_audio` gives the
+same signal block by block, for work whose memory must not follow the file's length.
+:func:`read_int16` reads a slice of a file's samples as stored (the data cache's 16-bit copies).
 
 :func:`save_audio` writes a whole signal; :func:`write_audio_stream` writes one chunk by
 chunk as a decoder produces it, resampled on the way. Both write through
@@ -18,7 +19,7 @@ says what to do. This module imports no torch.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -129,19 +130,38 @@ def load_audio(source: AudioTarget, sample_rate: int = 16000) -> np.ndarray:
 
     Integer PCM is scaled to [-1, 1); channels are averaged; other rates are converted with
     soxr HQ, block by block (equal to converting the whole signal at once), so the memory taken
-    is about the output's. Pure silence is valid. Raises :class:`AudioError` for a missing or
-    empty file, bytes that are not audio, a sample rate outside [:data:`MIN_SAMPLE_RATE`,
-    :data:`MAX_SAMPLE_RATE`], a file with zero samples or too short to make one sample at
-    ``sample_rate``, or NaN/inf samples.
+    is about the output's. Pure silence is valid. The blocks of :func:`stream_audio`, joined.
+    Raises :class:`AudioError` for a missing or empty file, bytes that are not audio, a sample
+    rate outside [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`], a file with zero samples or
+    too short to make one sample at ``sample_rate``, or NaN/inf samples.
     """
+    parts = list(stream_audio(source, sample_rate))
+    audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def stream_audio(
+    source: AudioTarget, sample_rate: int = 16000, *, block_frames: int = _BLOCK_FRAMES
+) -> Iterator[np.ndarray]:
+    """:func:`load_audio`'s signal in consecutive non-empty float32 blocks ``[n]``, read as they are used.
+
+    Joined, the blocks equal :func:`load_audio` exactly (soxr's stream resampler carries its
+    state across blocks). Each block comes from ``block_frames`` input frames (about
+    ``block_frames * sample_rate / file rate`` samples), so memory follows the block, not the
+    file. A generator: nothing is read before the first block is asked for, and the
+    :class:`AudioError` s of :func:`load_audio` are raised while iterating (a NaN late in the
+    file after the blocks before it; zero samples / too short at the end).
+    """
+    if block_frames < 1:
+        raise ValueError(f"block_frames must be positive, got {block_frames}")
     name = _name(source)
     if isinstance(source, (str, os.PathLike)):
         _check_path(Path(source))
         opened: str | BinaryIO = os.fspath(source)
     else:
         opened = source
-    parts: list[np.ndarray] = []
     frames = 0
+    produced = 0
     try:
         with sf.SoundFile(opened) as handle:
             orig_rate = int(handle.samplerate)
@@ -151,7 +171,7 @@ def load_audio(source: AudioTarget, sample_rate: int = 16000) -> np.ndarray:
                 if orig_rate != sample_rate
                 else None
             )
-            for block in handle.blocks(_BLOCK_FRAMES, dtype="float32", always_2d=True):
+            for block in handle.blocks(block_frames, dtype="float32", always_2d=True):
                 mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].copy()
                 del block
                 if not np.isfinite(mono).all():
@@ -159,9 +179,15 @@ def load_audio(source: AudioTarget, sample_rate: int = 16000) -> np.ndarray:
                         f"{name}: the file holds NaN or infinite samples; re-export it as PCM or remove it"
                     )
                 frames += mono.shape[0]
-                parts.append(resampler.resample_chunk(mono) if resampler is not None else mono)
+                piece = resampler.resample_chunk(mono) if resampler is not None else mono
+                if piece.shape[0]:
+                    produced += piece.shape[0]
+                    yield np.ascontiguousarray(piece, dtype=np.float32)
             if resampler is not None:
-                parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+                tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                if tail.shape[0]:
+                    produced += tail.shape[0]
+                    yield np.ascontiguousarray(tail, dtype=np.float32)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
         raise AudioError(
             f"{name}: not a readable audio file ({_reason(exc)}); convert it to WAV or FLAC"
@@ -170,13 +196,11 @@ def load_audio(source: AudioTarget, sample_rate: int = 16000) -> np.ndarray:
         raise AudioError(f"{name}: cannot read the file ({_reason(exc)}); check its permissions") from None
     if frames == 0:
         raise AudioError(f"{name}: the file holds no samples; re-export or remove it")
-    audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    if audio.shape[0] == 0:
+    if produced == 0:
         raise AudioError(
             f"{name}: too short: {frames} sample(s) at {orig_rate} Hz make no sample at {sample_rate} Hz; "
             "remove it or give a longer recording"
         )
-    return np.ascontiguousarray(audio, dtype=np.float32)
 
 
 def save_audio(

@@ -18,7 +18,7 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -29,6 +29,7 @@ from vqspeech.describe import describe_any
 from vqspeech.errors import ConfigError, VQSpeechError
 from vqspeech.files import LineSink, refuse_existing
 from vqspeech.inference import (
+    DecodeOptions,
     ProgressFn,
     batch_voice,
     convert_file,
@@ -259,7 +260,7 @@ def decode_files(
     depend on the other inputs or on ``workers``. ``prior`` decodes entropy-coded inputs (packed
     ones ignore it).
     """
-    job = AudioJob(speaker, seed, temperature, sample_rate, decoder, overwrite, chunk_frames)
+    job = DecodeOptions(speaker, None, seed, temperature, sample_rate, decoder, overwrite, chunk_frames)
     verb = functools.partial(decode_file, force=force, prior=prior)
     return _audio_batch(
         codec, tasks, verb, "decode_files", job, reference, False, stream, workers, on_outcome, on_progress
@@ -289,24 +290,11 @@ def convert_files(
     Gives the same audio as :func:`encode_files` then :func:`decode_files` with the same
     ``speaker`` or ``reference`` and ``seed``.
     """
-    job = AudioJob(speaker, seed, temperature, sample_rate, decoder, overwrite, chunk_frames)
+    job = DecodeOptions(speaker, None, seed, temperature, sample_rate, decoder, overwrite, chunk_frames)
     return _audio_batch(
         codec, tasks, convert_file, "convert_files", job, reference, True, stream, workers, on_outcome,
         on_progress,
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class AudioJob:
-    """What :func:`decode_files` and :func:`convert_files` share: the settings of each file's decode."""
-
-    speaker: str | None
-    seed: int
-    temperature: float
-    sample_rate: int | None
-    decoder: str | None
-    overwrite: bool
-    chunk_frames: int
 
 
 def _audio_batch(
@@ -314,7 +302,7 @@ def _audio_batch(
     tasks: Sequence[Task],
     verb: Callable[..., float],
     what: str,
-    job: AudioJob,
+    job: DecodeOptions,
     reference: Sequence[str | os.PathLike[str]],
     required: bool,
     stream: BinaryIO | None,
@@ -323,26 +311,13 @@ def _audio_batch(
     on_progress: TaskProgressFn | None,
 ) -> list[Outcome]:
     """Check the batch's voice and decoder once, then ``verb`` (decode_file / convert_file) per task."""
-    vector = batch_voice(codec, job.speaker, reference, required=required)
+    job = replace(job, reference=batch_voice(codec, job.speaker, reference, required=required))
     codec.check_decoder(job.decoder)
     _check_stream_tasks(tasks, stream, what)
 
     def work(task: Task) -> tuple[float, Any]:
-        seconds = verb(
-            codec,
-            task.source,
-            _destination(task, stream),
-            speaker=job.speaker,
-            reference=vector,
-            seed=job.seed,
-            temperature=job.temperature,
-            sample_rate=job.sample_rate,
-            decoder=job.decoder,
-            overwrite=job.overwrite,
-            chunk_frames=job.chunk_frames,
-            on_progress=_bind(on_progress, task),
-        )
-        return seconds, None
+        progress = _bind(on_progress, task)
+        return verb(codec, task.source, _destination(task, stream), job, on_progress=progress), None
 
     return _run(tasks, work, workers=workers, on_outcome=on_outcome)
 

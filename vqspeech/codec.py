@@ -1,6 +1,8 @@
 """A checkpoint's speech VQ-VAE loaded once on a device: :class:`Codec`, what every verb is given.
 
 :meth:`Codec.encode_audio` turns float audio ``[T]`` into codes ``[1, F]`` (chunked, exact);
+:meth:`Codec.encode_blocks` does the same for a signal read block by block (and takes its voice),
+at memory flat in the signal's length;
 :meth:`Codec.tokens` wraps them in a :class:`~vqspeech.tokens.TokenFile` with a full header;
 :meth:`Codec.reference_vector` takes a voice from recordings. The devices are
 :func:`vqspeech.device.resolve_device`'s.
@@ -9,14 +11,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from vqspeech.audio import load_audio
+from vqspeech.audio import stream_audio
 from vqspeech.checkpoint import Checkpoint, load_checkpoint
 from vqspeech.device import resolve_device
 from vqspeech.errors import ConfigError
@@ -27,6 +30,14 @@ from vqspeech.tokens import SPEAKER_VECTOR_KEY, SpeakerVector, TokenFile, TokenH
 ENCODE_CHUNK_FRAMES = 4096
 #: Latent frames per WaveNet push (250 x hop 64 = 1 s at 16 kHz): bounds decoder memory.
 DECODE_CHUNK_FRAMES = 250
+
+
+class Encoded(NamedTuple):
+    """What :meth:`Codec.encode_blocks` returns."""
+
+    codes: np.ndarray  # int64 [1, ceil(num_samples / hop_length)]
+    num_samples: int  # of the signal, at the model's rate
+    speaker_vector: SpeakerVector | None  # the signal's quantised voice, when asked for
 
 
 @dataclass
@@ -93,6 +104,49 @@ class Codec:
         codes = self.model.encode(samples[None], chunk_frames=chunk_frames)
         return codes.cpu().numpy().astype(np.int64, copy=False)
 
+    def encode_blocks(
+        self,
+        blocks: Iterable[np.ndarray],
+        chunk_frames: int | None = ENCODE_CHUNK_FRAMES,
+        *,
+        speaker_vector: bool = False,
+    ) -> Encoded:
+        """Consecutive mono float blocks ``[n_i]`` of one signal at :attr:`sample_rate` (e.g.
+        :func:`~vqspeech.audio.stream_audio`'s) -> its codes, length and (``speaker_vector``) voice.
+
+        The codes equal :meth:`encode_audio` of the joined blocks and the vector equals
+        :meth:`speaker_vector` of them, but each block is used once and let go: memory follows
+        ``chunk_frames`` and the speaker encoder's pooling chunk, not the signal's length
+        (issue 18). ``chunk_frames`` None keeps the whole signal (one pass).
+        """
+        pooling = self.model.speaker_pooling() if speaker_vector else None
+        num_samples = 0
+
+        def tensors() -> Iterator[torch.Tensor]:
+            nonlocal num_samples
+            for block in blocks:
+                num_samples += int(block.shape[0])
+                piece = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).to(self.device)[None]
+                if pooling is not None:
+                    pooling.feed(piece)
+                yield piece
+
+        # One buffer grown by doubling, not a list of per-chunk pieces: small long-lived arrays
+        # between each chunk's transient ones would pin the heap and grow it with the file.
+        codes = np.empty((1, 1024), np.int64)
+        frames = 0
+        with torch.no_grad():
+            for piece in self.model.encode_stream(tensors(), chunk_frames):
+                end = frames + piece.shape[1]
+                if end > codes.shape[1]:
+                    grown = np.empty((1, max(2 * codes.shape[1], end)), np.int64)
+                    grown[:, :frames] = codes[:, :frames]
+                    codes = grown
+                codes[:, frames:end] = piece.cpu().numpy()
+                frames = end
+            vector = self._quantized_mean([pooling.vector()]) if pooling is not None else None
+        return Encoded(codes[:, :frames], num_samples, vector)
+
     @property
     def has_speaker_encoder(self) -> bool:
         """True when the model can take a voice from a recording (``--reference``, issue #7)."""
@@ -113,20 +167,34 @@ class Codec:
             )
         if not recordings:
             raise ConfigError("no reference recordings given")
-        vectors = [
-            self.model.encode_speaker(
-                torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(self.device)[None]
-            )
-            for a in recordings
-        ]
-        mean = torch.cat(vectors).mean(dim=0).float().cpu().numpy()
+        return self._quantized_mean(
+            [
+                self.model.encode_speaker(
+                    torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(self.device)[None]
+                )
+                for a in recordings
+            ]
+        )
+
+    def _quantized_mean(self, vectors: Sequence[torch.Tensor]) -> SpeakerVector:
+        """The mean of speaker vectors ``[1, D]`` on the ``vector_bits`` grid."""
+        mean = torch.cat(list(vectors)).mean(dim=0).float().cpu().numpy()
         return SpeakerVector.quantize(mean, self.model.config.speaker_encoder.vector_bits)
 
     def reference_vector(self, paths: Sequence[str | os.PathLike[str]]) -> SpeakerVector:
-        """:meth:`speaker_vector` of audio files ``paths`` (any format soundfile reads)."""
-        if not self.has_speaker_encoder:
+        """:meth:`speaker_vector` of audio files ``paths`` (any format soundfile reads), each read
+        block by block (:meth:`encode_blocks`' pooling), so a long reference costs no more memory
+        than a short one."""
+        if not self.has_speaker_encoder or not paths:
             self.speaker_vector([])  # the message about the model, before any file is read
-        return self.speaker_vector([load_audio(p, self.sample_rate) for p in paths])
+        vectors = []
+        with torch.no_grad():
+            for path in paths:
+                pooling = self.model.speaker_pooling()
+                for block in stream_audio(path, self.sample_rate):
+                    pooling.feed(torch.from_numpy(block).to(self.device)[None])
+                vectors.append(pooling.vector())
+        return self._quantized_mean(vectors)
 
     def tokens(
         self,
@@ -168,4 +236,3 @@ def infer_speaker(path: str | os.PathLike[str], known: Collection[str]) -> str |
         if candidate and candidate in known:
             return candidate
     return None
-

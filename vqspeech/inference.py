@@ -2,7 +2,9 @@
 
 * :func:`encode_file` (audio -> tokens), :func:`write_token_output` (tokens -> a ``.vqt`` /
   ``.npy`` / ``.txt`` file or stream), :func:`decode_tokens` (tokens -> audio chunks at bounded
-  memory), :func:`decode_file` and :func:`convert_file` (-> an audio file or stream).
+  memory), :func:`decode_file` and :func:`convert_file` (-> an audio file or stream, as
+  :class:`DecodeOptions` say). Audio is read block by block as the encoder goes
+  (:func:`vqspeech.audio.stream_audio`), so encoding's memory is flat in the file's length.
 * Whose voice: :func:`decode_speaker` (a named speaker, a reference vector, or the token file's
   own), :func:`voice_tensor` (what the decoders take for it).
 * Entropy-coded token files decode with the prior they were coded with
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from vqspeech.audio import load_audio, write_audio_stream
+from vqspeech.audio import stream_audio, write_audio_stream
 from vqspeech.codec import DECODE_CHUNK_FRAMES, ENCODE_CHUNK_FRAMES, Codec
 from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError, TokenFormatError
 from vqspeech.files import output, refuse_existing
@@ -52,15 +55,15 @@ def encode_file(
     ``speaker`` is the source speaker written to the header (default: :meth:`Codec.infer_speaker`,
     possibly None). A model with a speaker encoder also writes the source's quantised speaker
     vector (``speaker_vector``), so decoding gives back this voice even if the model never heard
-    it in training. AudioError for a missing, empty, zero-sample, non-audio or NaN/inf file; pure
+    it in training. The file is read block by block as the encoder goes (issue 18): memory is
+    flat in the file's length, and the tokens equal encoding :func:`~vqspeech.audio.load_audio`'s
+    whole signal. AudioError for a missing, empty, zero-sample, non-audio or NaN/inf file; pure
     silence is fine.
     """
-    audio = load_audio(path, codec.sample_rate)
-    codes = codec.encode_audio(audio, chunk_frames)
-    vector = codec.speaker_vector([audio]) if codec.has_speaker_encoder else None
-    return codec.tokens(
-        codes, int(audio.shape[0]), speaker if speaker is not None else codec.infer_speaker(path), vector
-    )
+    blocks = stream_audio(path, codec.sample_rate)
+    encoded = codec.encode_blocks(blocks, chunk_frames, speaker_vector=codec.has_speaker_encoder)
+    source = speaker if speaker is not None else codec.infer_speaker(path)
+    return codec.tokens(encoded.codes, encoded.num_samples, source, encoded.speaker_vector)
 
 
 def write_token_output(
@@ -251,94 +254,105 @@ ProgressFn = Callable[[float, float], None]
 """``(seconds_done, seconds_total)`` of the file in progress; called from the working thread."""
 
 
-def _write_audio(
-    chunks: Iterator[np.ndarray],
-    target: str | os.PathLike[str] | BinaryIO,
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How a file is decoded to audio (:func:`decode_file`, :func:`convert_file` and their batches).
+
+    ``speaker`` (a name the model knows) or ``reference`` (a voice from
+    :meth:`Codec.reference_vector`), not both: whose voice; ``seed`` and ``temperature``: the
+    sampling (see :func:`decode_tokens`); ``sample_rate``: the output's rate (default the
+    model's); ``decoder``: the decoder family (default the model's first); ``overwrite``: replace
+    an existing output; ``chunk_frames``: latent frames per decoder push (bounds memory).
+    """
+
+    speaker: str | None = None
+    reference: SpeakerVector | None = None
+    seed: int = 0
+    temperature: float = 1.0
+    sample_rate: int | None = None
+    decoder: str | None = None
+    overwrite: bool = False
+    chunk_frames: int = DECODE_CHUNK_FRAMES
+
+
+def _write_decoded(
     codec: Codec,
-    out_rate: int | None,
-    total_samples: int,
+    codes: np.ndarray,
+    num_samples: int,
+    sid: torch.Tensor,
+    family: str,
+    options: DecodeOptions,
+    target: str | os.PathLike[str] | BinaryIO,
     on_progress: ProgressFn | None,
 ) -> float:
-    """Write decoded chunks with :func:`~vqspeech.audio.write_audio_stream` (the target was
-    checked for an existing file before the work); returns the audio's seconds."""
+    """Decode codes ``[1, F]`` (a checked voice ``sid`` and ``family``) chunk by chunk straight into
+    :func:`~vqspeech.audio.write_audio_stream` (the target was checked for an existing file
+    before the work); returns the audio's seconds."""
+    o = options
+    chunks = _chunks(codec, codes, num_samples, sid, family, o.seed, o.temperature, o.chunk_frames)
     rate = codec.sample_rate
-    report = None if on_progress is None else (lambda done: on_progress(done / rate, total_samples / rate))
-    write_audio_stream(chunks, target, rate, out_rate=out_rate, overwrite=True, on_chunk=report)
-    return total_samples / rate
+    report = None if on_progress is None else (lambda done: on_progress(done / rate, num_samples / rate))
+    write_audio_stream(chunks, target, rate, out_rate=o.sample_rate, overwrite=True, on_chunk=report)
+    return num_samples / rate
 
 
 def decode_file(
     codec: Codec,
     source: str | os.PathLike[str],
     target: str | os.PathLike[str] | BinaryIO,
+    options: DecodeOptions | None = None,
     *,
-    speaker: str | None = None,
-    reference: SpeakerVector | None = None,
-    seed: int = 0,
-    temperature: float = 1.0,
-    sample_rate: int | None = None,
-    decoder: str | None = None,
     force: bool = False,
-    overwrite: bool = False,
-    chunk_frames: int = DECODE_CHUNK_FRAMES,
     on_progress: ProgressFn | None = None,
     prior: PriorCheckpoint | None = None,
 ) -> float:
     """Decode token file ``source`` to audio ``target`` (path or binary stream); returns seconds.
 
-    ``speaker`` (a named speaker) or ``reference`` (a voice from :meth:`Codec.reference_vector`)
-    swaps the voice (default: the header's speaker vector, else its named speaker; see
-    :func:`decode_speaker`); ``sample_rate``
-    resamples the output (default: the model's rate); ``decoder`` picks the decoder family;
-    ``force`` decodes tokens of another model. An entropy-coded file needs ``prior``, the one it
-    was coded with (ConfigError / ModelMismatchError naming it otherwise); a packed file ignores
-    it. See :func:`check_tokens`, :func:`decode_speaker`, :func:`decode_tokens`.
+    ``options`` (default :class:`DecodeOptions` ()): the voice (default: the header's speaker
+    vector, else its named speaker; see :func:`decode_speaker`), sampling, output rate, decoder
+    family, overwriting. ``force`` decodes tokens of another model. An entropy-coded file needs
+    ``prior``, the one it was coded with (ConfigError / ModelMismatchError naming it otherwise);
+    a packed file ignores it. See :func:`check_tokens`, :func:`decode_speaker`,
+    :func:`decode_tokens`.
     """
+    o = options or DecodeOptions()
     name = str(source)
     if isinstance(target, (str, os.PathLike)):
-        refuse_existing(Path(target), overwrite)  # before the work; the writer does not ask again
+        refuse_existing(Path(target), o.overwrite)  # before the work; the writer does not ask again
     container = load_container(source)
     check_tokens(codec, container, force=force, name=name)
     tokens = unpack_tokens(container, prior, name)
-    sid = voice_tensor(codec, _choose_voice(codec, tokens, speaker, reference, name))
-    family = codec.check_decoder(decoder)
-    n = tokens.header.num_samples
-    chunks = _chunks(codec, tokens.codes, n, sid, family, seed, temperature, chunk_frames)
-    return _write_audio(chunks, target, codec, sample_rate, n, on_progress)
+    sid = voice_tensor(codec, _choose_voice(codec, tokens, o.speaker, o.reference, name))
+    family = codec.check_decoder(o.decoder)
+    return _write_decoded(codec, tokens.codes, tokens.header.num_samples, sid, family, o, target, on_progress)
 
 
 def convert_file(
     codec: Codec,
     source: str | os.PathLike[str],
     target: str | os.PathLike[str] | BinaryIO,
+    options: DecodeOptions | None = None,
     *,
-    speaker: str | None = None,
-    reference: SpeakerVector | None = None,
-    seed: int = 0,
-    temperature: float = 1.0,
-    sample_rate: int | None = None,
-    decoder: str | None = None,
-    overwrite: bool = False,
     encode_chunk_frames: int | None = ENCODE_CHUNK_FRAMES,
-    chunk_frames: int = DECODE_CHUNK_FRAMES,
     on_progress: ProgressFn | None = None,
 ) -> float:
-    """Voice conversion: encode audio file ``source``, decode it as ``speaker`` (a named speaker)
-    or as the voice of ``reference`` (from :meth:`Codec.reference_vector`) to ``target``.
+    """Voice conversion: encode audio file ``source``, decode it as ``options.speaker`` (a named
+    speaker) or as the voice of ``options.reference`` (from :meth:`Codec.reference_vector`) to
+    ``target``.
 
     Exactly one of the two (ConfigError otherwise). Equals :func:`encode_file` then
-    :func:`decode_file` with the same ``speaker`` / ``reference`` and ``seed``. Returns the
-    audio's duration in seconds.
+    :func:`decode_file` with the same ``options``. The source is encoded block by block as it
+    is read (:meth:`Codec.encode_blocks`), so memory is flat in its length. Returns the audio's
+    duration in seconds.
     """
-    sid = voice_tensor(codec, _target_voice(speaker, reference))
-    family = codec.check_decoder(decoder)
+    o = options or DecodeOptions()
+    sid = voice_tensor(codec, _target_voice(o.speaker, o.reference))
+    family = codec.check_decoder(o.decoder)
     if isinstance(target, (str, os.PathLike)):
-        refuse_existing(Path(target), overwrite)  # before the work; the writer does not ask again
+        refuse_existing(Path(target), o.overwrite)  # before the work; the writer does not ask again
     # Only the codes: the source's speaker vector and header would be thrown away here.
-    audio = load_audio(source, codec.sample_rate)
-    codes = codec.encode_audio(audio, encode_chunk_frames)
-    chunks = _chunks(codec, codes, int(audio.shape[0]), sid, family, seed, temperature, chunk_frames)
-    return _write_audio(chunks, target, codec, sample_rate, int(audio.shape[0]), on_progress)
+    encoded = codec.encode_blocks(stream_audio(source, codec.sample_rate), encode_chunk_frames)
+    return _write_decoded(codec, encoded.codes, encoded.num_samples, sid, family, o, target, on_progress)
 
 
 def _target_voice(speaker: str | None, reference: SpeakerVector | None) -> Voice:

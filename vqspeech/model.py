@@ -12,7 +12,7 @@ each supplying its own term:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -25,7 +25,7 @@ from vqspeech.errors import ConfigError
 from vqspeech.nn.adversary import CodeSpeakerAdversary
 from vqspeech.nn.encoder import Encoder
 from vqspeech.nn.quantizer import VectorQuantizer
-from vqspeech.nn.speaker import SpeakerEncoder, envelope_dims, measured_dims
+from vqspeech.nn.speaker import SpeakerEncoder, SpeakerPooling, envelope_dims, measured_dims
 from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.nn.wavenet import WaveNet
 
@@ -200,21 +200,57 @@ class VQVAE(nn.Module):
         chunk read with :attr:`context_frames` of real audio on both sides and those edge
         frames dropped, so the codes equal whole-file encoding while peak memory stays
         proportional to the chunk, not the file (a 10-minute file would otherwise need GBs).
+        :meth:`encode_stream` with the audio as its one block.
         """
-        audio = self.pad(audio)
-        frames = audio.shape[-1] // self.hop_length
-        if chunk_frames is None or chunk_frames >= frames:
-            return self.quantizer.quantize(self.encoder(audio))
-        if chunk_frames < 1:
+        pieces = list(self.encode_stream([audio], chunk_frames))
+        if not pieces:
+            return torch.zeros(audio.shape[0], 0, dtype=torch.int64, device=audio.device)
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+
+    @torch.no_grad()
+    def encode_stream(self, blocks: Iterable[Tensor], chunk_frames: int | None = None) -> Iterator[Tensor]:
+        """Consecutive pieces ``[B, n_i]`` of one float signal -> its codes, in pieces ``[B, f_j]`` (int64).
+
+        Joined, the pieces equal :meth:`encode` of the joined blocks: a chunk of
+        ``chunk_frames`` latents is encoded as soon as the blocks reach :attr:`context_frames`
+        past its end, so what is held is one chunk, its context on both sides and one block,
+        whatever the signal's length (issue 18). The last chunks are encoded when the blocks
+        end, the signal zero-padded to a whole number of hops. ``chunk_frames`` None: the whole
+        signal in one pass (it is all kept). Blocks may have any length, empty included.
+        """
+        if chunk_frames is not None and chunk_frames < 1:
             raise ValueError(f"chunk_frames must be positive, got {chunk_frames}")
         hop, ctx = self.hop_length, self.context_frames
-        pieces = []
-        for start in range(0, frames, chunk_frames):
-            stop = min(frames, start + chunk_frames)
-            lo, hi = max(0, start - ctx), min(frames, stop + ctx)
-            codes = self.quantizer.quantize(self.encoder(audio[:, lo * hop : hi * hop]))
-            pieces.append(codes[:, start - lo : stop - lo])
-        return torch.cat(pieces, dim=1)
+        held: Tensor | None = None  # the signal from sample base * hop on
+        base = 0  # latent frame at which `held` starts
+        start = 0  # first latent frame not yet encoded
+        for block in blocks:
+            held = block if held is None else torch.cat([held, block], dim=-1)
+            if chunk_frames is None:
+                continue
+            while base * hop + held.shape[-1] >= (start + chunk_frames + ctx) * hop:
+                stop = start + chunk_frames
+                yield self._encode_window(held, base, start, stop, stop + ctx)
+                start = stop
+                keep = max(0, start - ctx)
+                held, base = held[..., (keep - base) * hop :], keep
+        if held is None:
+            return
+        held = self.pad(held)  # `base * hop` is whole hops, so this pads the signal's end
+        frames = base + held.shape[-1] // hop
+        step = chunk_frames or max(frames - start, 1)
+        while start < frames:
+            stop = min(frames, start + step)
+            yield self._encode_window(held, base, start, stop, min(frames, stop + ctx))
+            start = stop
+
+    def _encode_window(self, held: Tensor, base: int, start: int, stop: int, hi: int) -> Tensor:
+        """Codes ``[B, stop - start]`` of frames ``[start, stop)``, read with real audio up to frame
+        ``hi`` and :attr:`context_frames` before ``start`` (``held`` starts at frame ``base``)."""
+        hop = self.hop_length
+        lo = max(0, start - self.context_frames)
+        codes = self.quantizer.quantize(self.encoder(held[..., (lo - base) * hop : (hi - base) * hop]))
+        return codes[:, start - lo : stop - lo]
 
     @property
     def context_frames(self) -> int:
@@ -251,6 +287,17 @@ class VQVAE(nn.Module):
                 "this model has no speaker encoder; train one with --set model.speaker_encoder.enabled=true"
             )
         return self.speaker_encoder(audio)
+
+    def speaker_pooling(self) -> SpeakerPooling:
+        """A :class:`~vqspeech.nn.speaker.SpeakerPooling` of the speaker encoder: a recording's
+        vector from its pieces, equal to :meth:`encode_speaker` of the whole. Feed it under
+        ``torch.no_grad()``. ConfigError when the model has no speaker encoder.
+        """
+        if self.speaker_encoder is None:
+            raise ConfigError(
+                "this model has no speaker encoder; train one with --set model.speaker_encoder.enabled=true"
+            )
+        return SpeakerPooling(self.speaker_encoder)
 
     @torch.no_grad()
     def decode(

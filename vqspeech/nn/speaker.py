@@ -9,7 +9,9 @@ store the vector on a fixed grid (:class:`vqspeech.tokens.SpeakerVector`).
 
 Long inputs are read in chunks (each with its own level and speech frames) whose pooling sums
 add up, so memory follows the chunk and a 10-minute file costs no more than a 30-second one;
-the same audio always gives the same vector.
+the same audio always gives the same vector. :class:`SpeakerPooling` takes the recording in
+pieces as they are read (encoding a file block by block, issue 18) and cuts the same chunks,
+so its vector is exactly the whole recording's.
 
 With ``config.envelope`` the last :func:`envelope_dims` entries of the vector are not learned:
 they are the voice's long-term spectral envelope, the first cepstral coefficients (orthonormal
@@ -185,7 +187,7 @@ class SpeakerEncoder(nn.Module):
         level = (loudness * speech).sum(dim=1) / speech.sum(dim=1).clamp(min=1.0)
         return log_mel - level[:, None, None], speech
 
-    def _sums(self, audio: Tensor) -> tuple[Tensor, ...]:
+    def chunk_sums(self, audio: Tensor) -> tuple[Tensor, ...]:
         """Pooling sums of one chunk: weights ``[B]``, sum of h ``[B, C]``, of h^2 ``[B, C]``,
         of the log-mel ``[B, n_mels]``, voiced frames ``[B]`` and their log2 F0 ``[B]``."""
         log_mel, speech = self.features(audio)
@@ -198,12 +200,16 @@ class SpeakerEncoder(nn.Module):
         return (*sums, zero, zero)
 
     def forward(self, audio: Tensor, chunk_samples: int | None = CHUNK_SAMPLES) -> Tensor:
-        """Audio ``[B, T]`` -> ``[B, speaker_dim]``; chunks of ``chunk_samples`` (None: one pass)."""
-        step = audio.shape[-1] if chunk_samples is None else max(chunk_samples, self.config.n_fft)
-        starts = range(0, max(audio.shape[-1], 1), max(step, 1))
-        sums = self._sums(audio[:, :step])
-        for start in starts[1:]:
-            sums = tuple(a + b for a, b in zip(sums, self._sums(audio[:, start : start + step]), strict=True))
+        """Audio ``[B, T]`` -> ``[B, speaker_dim]``; chunks of ``chunk_samples`` (None: one pass).
+
+        :class:`SpeakerPooling` fed the audio in one piece.
+        """
+        pooling = SpeakerPooling(self, chunk_samples)
+        pooling.feed(audio)
+        return pooling.vector()
+
+    def finish(self, sums: tuple[Tensor, ...]) -> Tensor:
+        """Pooling sums of a whole recording (see :meth:`chunk_sums`) -> ``[B, speaker_dim]``."""
         count, total, squares, mels, voiced, log2_f0 = sums
         count = count.clamp(min=1.0)[:, None]
         mean = total / count
@@ -222,3 +228,47 @@ class SpeakerEncoder(nn.Module):
             envelope = (mels / count) @ basis.T / ENVELOPE_SCALE  # [B, envelope_dims]
             parts.append(envelope.clamp(-1.0, 1.0))
         return torch.cat(parts, dim=1)
+
+
+class SpeakerPooling:
+    """A :class:`SpeakerEncoder`'s vector of a recording fed piece by piece: :meth:`feed` consecutive
+    pieces ``[B, n]``, then :meth:`vector`.
+
+    The recording is cut into the same chunks of ``chunk_samples`` (at least ``n_fft``) as the
+    encoder cuts it when given the whole, and their sums are added in the same order, so the
+    vector is exactly the encoder's of the joined pieces, while what is held is one chunk
+    (30 s by default) whatever the recording's length. ``chunk_samples`` None: one pass over
+    the whole recording (it is all kept).
+    """
+
+    def __init__(self, encoder: SpeakerEncoder, chunk_samples: int | None = CHUNK_SAMPLES) -> None:
+        self.encoder = encoder
+        self.step = None if chunk_samples is None else max(chunk_samples, encoder.config.n_fft, 1)
+        self._pending: Tensor | None = None  # the samples after the last whole chunk (None: none fed)
+        self._total: tuple[Tensor, ...] | None = None
+
+    def feed(self, audio: Tensor) -> None:
+        """Add the next piece ``[B, n]`` of the recording (any length, empty included)."""
+        held = audio if self._pending is None else torch.cat([self._pending, audio], dim=-1)
+        start = 0
+        if self.step is not None:
+            while held.shape[-1] - start >= self.step:
+                self._add(held[:, start : start + self.step])
+                start += self.step
+        self._pending = held[:, start:]
+
+    def vector(self) -> Tensor:
+        """``[B, speaker_dim]`` of everything fed (an empty recording: of silence)."""
+        if self._pending is None:
+            raise ValueError("SpeakerPooling.vector: nothing was fed")
+        if self._total is None or self._pending.shape[-1]:  # an empty recording: one empty chunk
+            self._add(self._pending)
+        self._pending = self._pending[:, :0]
+        assert self._total is not None
+        return self.encoder.finish(self._total)
+
+    def _add(self, chunk: Tensor) -> None:
+        sums = self.encoder.chunk_sums(chunk)
+        self._total = (
+            sums if self._total is None else tuple(a + b for a, b in zip(self._total, sums, strict=True))
+        )

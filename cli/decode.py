@@ -46,8 +46,8 @@ def decode(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Token files (.vqt), folders (searched recursively for .vqt), or - to read paths from "
-            "stdin, one per line.",
+            help="Token files (.vqt), folders (searched recursively for .vqt), encode manifests "
+            "(.jsonl: their ok/skipped outputs), or - to read paths from stdin, one per line.",
             metavar="TOKENS",
         ),
     ],
@@ -71,6 +71,9 @@ def decode(
     Without -o: x.vqt -> x.SPEAKER.wav next to it with --speaker, x.ref-VOICE.wav with --reference,
     else x.decoded.wav (never x.wav).
 
+    A manifest from encode (OUT/manifest.jsonl) decodes every output it lists as ok or skipped,
+    mirroring the tree under the manifest's folder with -o DIR.
+
     -o DIR: DIR/x.wav, mirroring folder inputs; -o FILE: .wav/.flac/.ogg; -o -: WAV on stdout.
 
     Output is at the model's rate unless --sample-rate. Existing outputs are kept unless --overwrite.
@@ -81,7 +84,7 @@ def decode(
     """
     target = io.voice_label(speaker, reference, required=False)
     with boundary():
-        tasks, problems = io.audio_tasks(inputs, output, {TOKEN_SUFFIX}, target or "decoded")
+        tasks, problems = io.audio_tasks(inputs, output, {TOKEN_SUFFIX}, target or "decoded", manifests=True)
         codec = Codec.load(model, device)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("decode", len(tasks), quiet, problems) as report:

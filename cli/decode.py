@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from vqspeech import corpus
 from vqspeech.batch import decode_files
 from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
@@ -80,12 +81,20 @@ def decode(
 
     Files entropy-coded with a prior (encode --prior) need --prior with that prior.
 
+    Under torchrun (torchrun --nproc_per_node N -m vqspeech_cli.main decode ...) each rank decodes
+    its share of the inputs, balanced by duration.
+
     Exit code 0: all inputs decoded; 1: some failed (each named on stderr, the rest still done).
     """
     target = io.voice_label(speaker, reference, required=False)
     with boundary():
         tasks, problems = io.audio_tasks(inputs, output, {TOKEN_SUFFIX}, target or "decoded", manifests=True)
-        codec = Codec.load(model, device)
+        rank, world, local_rank = corpus.torchrun_place()
+        if world > 1:  # under torchrun: this rank's share, balanced by the headers' durations
+            durations = [corpus.token_duration(t.source) for t in tasks]
+            tasks = corpus.my_tasks(tasks, rank, world, durations)
+            problems = problems if rank == 0 else []
+        codec = Codec.load(model, device, local_rank)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("decode", len(tasks), quiet, problems) as report:
             decode_files(

@@ -169,10 +169,10 @@ def test_manifest_lines_round_trip_and_bad_lines_are_named(tmp_path: Path) -> No
     first = json.loads(path.read_text().splitlines()[0])
     assert list(first) == ["input", "output", "duration", "frames", "speaker_vector", "status", "error"]
     assert rank_manifest_path(path, 3) == tmp_path / "m.rank3.jsonl"
-    with pytest.raises(DataError, match="line 3: status .done."):
-        (tmp_path / "bad.jsonl").write_text(
-            path.read_text() + '{"input": "x", "output": null, "status": "done"}\n'
-        )
+    (tmp_path / "bad.jsonl").write_text(
+        path.read_text() + '{"input": "x", "output": null, "status": "done"}\n'
+    )
+    with pytest.raises(DataError, match="line 3: status 'done'"):
         read_manifest(tmp_path / "bad.jsonl")
     with pytest.raises(DataError, match="not JSON"):
         parse_entry("{oops")
@@ -289,3 +289,23 @@ def test_torchrun_two_ranks_resume_a_killed_run_with_the_single_process_outputs(
     assert {Path(e.input).name for e in entries if e.status == "skipped"} == {"s01_000.wav", "s02_002.wav"}
     assert all(e.status in ("ok", "skipped") and e.error is None for e in entries)
     assert not list(out.glob("manifest.rank*.jsonl"))
+
+
+def test_decode_under_torchrun_decodes_each_rank_its_share(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i, seconds in enumerate((0.05, 0.2, 0.1, 0.15)):
+        write_tone(tmp_path / "corpus" / "s01" / f"s01_{i}.wav", seconds, f0=100.0 + 20 * i)
+    assert run("encode", tmp_path / "corpus", "-m", ckpt, "-o", tmp_path / "tok", "-q")[0] == 0
+    decoded = []
+    for rank in (0, 1):  # no process group is needed: each rank reads RANK / WORLD_SIZE and decodes its share
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        out = tmp_path / f"dec{rank}"
+        code, err = run("decode", tmp_path / "tok", "-m", ckpt, "-o", out, "-q", "--device", "cpu")
+        assert code == 0, err
+        decoded.append({p.name for p in out.rglob("*.wav")})
+    assert decoded[0].isdisjoint(decoded[1])
+    assert decoded[0] | decoded[1] == {f"s01_{i}.wav" for i in range(4)}
+    assert decoded[0] == {"s01_1.wav", "s01_0.wav"}  # longest first: 0.2 + 0.05 s against 0.15 + 0.1 s

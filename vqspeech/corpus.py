@@ -126,11 +126,37 @@ class CorpusJob:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
-def my_tasks(tasks: Sequence[Task], rank: int, world_size: int) -> list[Task]:
-    """This rank's share of ``tasks`` (all of them alone), balanced by audio duration."""
+def torchrun_place() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from the environment torchrun sets ((0, 1, 0) without it),
+    for work that needs no process group (decode: each rank its share, no manifest)."""
+    try:
+        return (
+            int(os.environ.get("RANK", "0")),
+            torchrun_world_size(),
+            int(os.environ.get("LOCAL_RANK", "0")),
+        )
+    except ValueError:
+        return 0, 1, 0
+
+
+def token_duration(path: str | os.PathLike[str]) -> float:
+    """Seconds of audio a token file stands for (its header); 0.0 when it cannot be read."""
+    try:
+        h = load_container(path).header
+    except (VQSpeechError, OSError):
+        return 0.0
+    return h.num_samples / h.sample_rate
+
+
+def my_tasks(
+    tasks: Sequence[Task], rank: int, world_size: int, durations: Sequence[float] | None = None
+) -> list[Task]:
+    """This rank's share of ``tasks`` (all of them alone), balanced by ``durations`` (default:
+    the audio headers' durations of the sources)."""
     if world_size <= 1:
         return list(tasks)
-    durations = audio_durations([t.source for t in tasks])
+    if durations is None:
+        durations = audio_durations([t.source for t in tasks])
     shards = shard_by_duration([str(t.source) for t in tasks], durations, world_size)
     return [tasks[i] for i in shards[rank]]
 

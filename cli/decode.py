@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from vqspeech import corpus
 from vqspeech.batch import decode_files
 from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
@@ -46,8 +47,8 @@ def decode(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Token files (.vqt), folders (searched recursively for .vqt), or - to read paths from "
-            "stdin, one per line.",
+            help="Token files (.vqt), folders (searched recursively for .vqt), encode manifests "
+            "(.jsonl: their ok/skipped outputs), or - to read paths from stdin, one per line.",
             metavar="TOKENS",
         ),
     ],
@@ -71,18 +72,29 @@ def decode(
     Without -o: x.vqt -> x.SPEAKER.wav next to it with --speaker, x.ref-VOICE.wav with --reference,
     else x.decoded.wav (never x.wav).
 
+    A manifest from encode (OUT/manifest.jsonl) decodes every output it lists as ok or skipped,
+    mirroring the tree under the manifest's folder with -o DIR.
+
     -o DIR: DIR/x.wav, mirroring folder inputs; -o FILE: .wav/.flac/.ogg; -o -: WAV on stdout.
 
     Output is at the model's rate unless --sample-rate. Existing outputs are kept unless --overwrite.
 
     Files entropy-coded with a prior (encode --prior) need --prior with that prior.
 
+    Under torchrun (torchrun --nproc_per_node N -m vqspeech_cli.main decode ...) each rank decodes
+    its share of the inputs, balanced by duration.
+
     Exit code 0: all inputs decoded; 1: some failed (each named on stderr, the rest still done).
     """
     target = io.voice_label(speaker, reference, required=False)
     with boundary():
-        tasks, problems = io.audio_tasks(inputs, output, {TOKEN_SUFFIX}, target or "decoded")
-        codec = Codec.load(model, device)
+        tasks, problems = io.audio_tasks(inputs, output, {TOKEN_SUFFIX}, target or "decoded", manifests=True)
+        rank, world, local_rank = corpus.torchrun_place()
+        if world > 1:  # under torchrun: this rank's share, balanced by the headers' durations
+            durations = [corpus.token_duration(t.source) for t in tasks]
+            tasks = corpus.my_tasks(tasks, rank, world, durations)
+            problems = problems if rank == 0 else []
+        codec = Codec.load(model, device, local_rank)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("decode", len(tasks), quiet, problems) as report:
             decode_files(

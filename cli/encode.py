@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
+from vqspeech import corpus
 from vqspeech.audio import AUDIO_EXTENSIONS
 from vqspeech.batch import TOKEN_FORMATS, Task, encode_files
+from vqspeech.batch_encode import default_batch_size
 from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
 from vqspeech_cli import io
@@ -41,6 +43,44 @@ SourceSpeaker = Annotated[
         "name's prefix before '_', or an ancestor folder's name, when the model knows that speaker).",
     ),
 ]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue a killed or partial run: skip inputs whose output exists and is valid (a token "
+        "file that loads with its CRC and came from this model; .npy/.txt that parse), encode the rest "
+        "and replace any partial or corrupt output. Not with --overwrite.",
+    ),
+]
+Manifest = Annotated[
+    Path | None,
+    typer.Option(
+        "--manifest",
+        help="Write a JSON-lines manifest: one line per input with its output, duration, frames, "
+        "speaker vector, status (ok/skipped/error) and error (docs/manifest.md); replaced by each run. "
+        "Default: none, except under torchrun with -o DIR: DIR/manifest.jsonl.",
+        metavar="FILE.jsonl",
+    ),
+]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        min=1,
+        help="Files per padded batch of similar lengths; the codes equal per-file encoding. "
+        "Default: 16 on a GPU, 1 (per file) on a CPU, where batches are not faster.",
+    ),
+]
+
+
+def _default_manifest(output: str | None, tasks: list[Task]) -> Path | None:
+    """DIR/manifest.jsonl when the outputs go under -o DIR, else None."""
+    if output is None or output == io.STDIO:
+        return None
+    folder = Path(output)
+    if any(t.target is not None and folder in t.target.parents for t in tasks):
+        return folder / "manifest.jsonl"
+    return None
 
 
 def _format(fmt: TokenFormat | None, output: str | None) -> str:
@@ -73,6 +113,9 @@ def encode(
     source_speaker: SourceSpeaker = None,
     prior: Prior = None,
     overwrite: Overwrite = False,
+    resume: Resume = False,
+    manifest: Manifest = None,
+    batch_size: BatchSize = None,
     device: Device = "auto",
     jobs: Jobs = 1,
     quiet: Quiet = False,
@@ -83,17 +126,32 @@ def encode(
 
     -o DIR mirrors folder inputs' trees (file inputs go flat); -o - streams one result to stdout.
 
-    Existing outputs are kept unless --overwrite. The model is loaded once for all inputs.
+    Existing outputs are kept unless --overwrite (an input whose output exists fails); --resume
+    skips valid existing outputs and redoes partial or corrupt ones, so a rerun continues a
+    killed job. The model is loaded once for all inputs.
+
+    Many processes or GPUs: torchrun --nproc_per_node N -m vqspeech_cli.main encode CORPUS -m
+    MODEL -o OUT shards the inputs by duration; each rank writes its own outputs, and rank 0
+    merges the ranks' manifests into OUT/manifest.jsonl.
 
     --prior PRIOR entropy-codes the token files with a trained prior (decode them with --prior too).
 
     Exit code 0: all inputs encoded; 1: some failed (each named on stderr, the rest still done).
     """
     resolved = _format(fmt, output)
+    if resume and overwrite:
+        raise typer.BadParameter("give --resume or --overwrite, not both", param_hint="--resume")
     with boundary():
         found, problems = io.expand_inputs(inputs, AUDIO_EXTENSIONS)
         tasks, jsonl = _plan(found, output, len(inputs), resolved)
+        one_file_each = resolved != "jsonl" and all(t.target is not None for t in tasks)
+        corpus_args = (tasks, problems, model, output, resolved, source_speaker, prior, overwrite, resume,
+                       manifest, batch_size, device, jobs, quiet)  # fmt: skip
+        if corpus.torchrun_world_size() > 1 or resume or manifest is not None or (batch_size or 1) > 1:
+            _encode_corpus(*corpus_args)
         codec = Codec.load(model, device)
+        if batch_size is None and one_file_each and default_batch_size(codec.device) > 1:
+            _encode_corpus(*corpus_args, codec)  # a GPU: padded batches by default (same codes)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("encode", len(tasks), quiet, problems) as report:
             encode_files(
@@ -108,5 +166,52 @@ def encode(
                 on_outcome=report.on_outcome,
                 prior=coding_prior,
             )
+    report.summary()
+    raise typer.Exit(report.exit_code)
+
+
+def _encode_corpus(
+    tasks: list[Task],
+    problems: list[io.Problem],
+    model: Path,
+    output: str | None,
+    fmt: str,
+    speaker: str | None,
+    prior: Path | None,
+    overwrite: bool,
+    resume: bool,
+    manifest: Path | None,
+    batch_size: int | None,
+    device: str,
+    jobs: int,
+    quiet: bool,
+    codec: Codec | None = None,
+) -> None:
+    """The corpus path (torchrun shards, --resume, --manifest, batches): report and exit."""
+    if any(t.target is None for t in tasks) or fmt == "jsonl":
+        raise typer.BadParameter(
+            "torchrun, --resume, --manifest and --batch-size write one file per input: give -o DIR "
+            "(or no -o) and --format vqt, npy or txt",
+            param_hint="-o",
+        )
+    with corpus.torchrun_group(device) as group:
+        if codec is None:
+            codec = Codec.load(model, device, group.local_rank)
+        if group.world_size > 1 and manifest is None:
+            manifest = _default_manifest(output, tasks)
+        job = corpus.CorpusJob(
+            fmt=fmt,
+            overwrite=overwrite,
+            resume=resume,
+            speaker=speaker,
+            prior=load_prior(prior) if prior is not None else None,
+            workers=jobs,
+            batch_size=batch_size or default_batch_size(codec.device),
+            manifest=manifest,
+        )
+        verb = f"encode (rank {group.rank}/{group.world_size})" if group.world_size > 1 else "encode"
+        share = len(corpus.my_tasks(tasks, group.rank, group.world_size))
+        with io.Reporter(verb, share, quiet, problems if group.rank == 0 else ()) as report:
+            corpus.encode_corpus(codec, tasks, job, group=group, on_outcome=report.on_outcome)
     report.summary()
     raise typer.Exit(report.exit_code)

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from vqspeech.audio import FORMATS
 from vqspeech.batch import Outcome, Task
+from vqspeech.manifest import read_manifest
 from vqspeech_cli.errors import printable, stderr
 
 STDIO = "-"
@@ -66,10 +67,27 @@ def _walk(root: Path, extensions: Collection[str]) -> list[Path]:
     return found
 
 
+def _manifest_inputs(path: Path) -> list[Input]:
+    """The usable outputs (status ok/skipped) an encode manifest lists, placed under ``-o DIR``
+    as they sit under the manifest's folder (else flat by name)."""
+    found = []
+    for entry in read_manifest(path):
+        if entry.usable and entry.output is not None:
+            out = Path(entry.output)
+            try:
+                found.append(Input(out, out.resolve().relative_to(path.parent.resolve()), from_folder=True))
+            except ValueError:
+                found.append(Input(out, Path(out.name)))
+    return found
+
+
 def expand_inputs(
-    args: Sequence[str], extensions: Collection[str], stdin: TextIO | None = None
+    args: Sequence[str], extensions: Collection[str], stdin: TextIO | None = None, *, manifests: bool = False
 ) -> tuple[list[Input], list[Problem]]:
     """Expand command-line inputs into files; duplicates (same real path) are kept once.
+
+    ``manifests``: a ``.jsonl`` file argument is an encode manifest (docs/manifest.md) and
+    stands for the outputs it lists as ok or skipped.
 
     Paths that do not exist are passed through: processing them fails with the library's message,
     and the other inputs still run.
@@ -91,6 +109,10 @@ def expand_inputs(
             if not files:
                 problems.append(Problem(name, f"no {'/'.join(sorted(extensions))} files in this folder"))
             candidates = [Input(f, f.relative_to(path), from_folder=True) for f in files]
+        elif manifests and path.suffix.lower() == ".jsonl" and path.is_file():
+            candidates = _manifest_inputs(path)
+            if not candidates:
+                problems.append(Problem(name, "this manifest lists no encoded outputs (status ok/skipped)"))
         else:
             candidates = [Input(path, Path(path.name))]
         for candidate in candidates:
@@ -149,11 +171,17 @@ def plan_outputs(
 
 
 def audio_tasks(
-    args: Sequence[str], output: str | None, extensions: Collection[str], voice: str
+    args: Sequence[str],
+    output: str | None,
+    extensions: Collection[str],
+    voice: str,
+    *,
+    manifests: bool = False,
 ) -> tuple[list[Task], list[Problem]]:
     """decode's and convert's inputs and their audio outputs: ``x.VOICE.wav`` next to each input
-    without ``-o``, ``DIR/x.wav`` under ``-o DIR``, a ``.wav/.flac/.ogg`` file or ``-``."""
-    found, problems = expand_inputs(args, extensions)
+    without ``-o``, ``DIR/x.wav`` under ``-o DIR``, a ``.wav/.flac/.ogg`` file or ``-``.
+    ``manifests``: see :func:`expand_inputs`."""
+    found, problems = expand_inputs(args, extensions, manifests=manifests)
     suffix = f".{voice}.wav"
     tasks = plan_outputs(
         found, output, n_args=len(args), next_to_input=suffix, in_folder=".wav", file_suffixes=FORMATS

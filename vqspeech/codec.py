@@ -53,9 +53,10 @@ class Codec:
     fingerprint: str  # Checkpoint.fingerprint, computed once (it hashes every weight)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str = "auto") -> Codec:
-        """Load checkpoint ``path`` on ``device`` (auto/cpu/cuda); CheckpointError if it is unusable."""
-        target = resolve_device(device)
+    def load(cls, path: str | os.PathLike[str], device: str = "auto", local_rank: int = 0) -> Codec:
+        """Load checkpoint ``path`` on ``device`` (auto/cpu/cuda; under torchrun, this rank's GPU
+        ``local_rank``); CheckpointError if it is unusable."""
+        target = resolve_device(device, local_rank)
         ckpt = load_checkpoint(Path(path))
         model = ckpt.build_model(target)
         return cls(ckpt, model, target, ckpt.fingerprint)

@@ -25,9 +25,11 @@ class ResidualDilatedBlock(nn.Module):
         )
         self.proj = nn.Conv1d(channels, channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``[B, C, F] -> [B, C, F]``."""
-        return x + self.proj(torch.relu(self.conv(torch.relu(x))))
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """``[B, C, F] -> [B, C, F]``; ``valid`` (``[B, 1, F]`` bool, optional): zero the conv's
+        input past each row's end, as the conv's own zero padding does for a row alone."""
+        h = torch.relu(x)
+        return x + self.proj(torch.relu(self.conv(h if valid is None else h * valid)))
 
 
 class Encoder(nn.Module):
@@ -67,13 +69,36 @@ class Encoder(nn.Module):
     def hop_length(self) -> int:
         return self.config.hop_length
 
-    def forward(self, audio: Tensor) -> Tensor:
-        """``[B, T]`` float waveform -> ``[B, dim, T // hop_length]`` latents."""
+    def forward(self, audio: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``[B, T]`` float waveform -> ``[B, dim, T // hop_length]`` latents.
+
+        ``lengths`` (``[B]`` int, multiples of ``hop_length``, optional): each row's real samples,
+        the rest being padding (issue 19's padded batches). Every conv then sees zeros past a
+        row's end, exactly the zero padding it gives that row encoded alone, so latents
+        ``[:length // hop_length]`` equal encoding the row alone; the ones past it are garbage.
+        """
         if audio.dim() != 2:
             raise ValueError(f"encoder expects [B, T] audio, got shape {tuple(audio.shape)}")
         if audio.shape[-1] % self.hop_length:
             raise ValueError(
                 f"audio length {audio.shape[-1]} is not a multiple of hop_length {self.hop_length}"
             )
-        x = self.downsample(audio.unsqueeze(1))
-        return self.out(torch.relu(self.residual(x)))
+        if lengths is None:
+            x = self.downsample(audio.unsqueeze(1))
+            return self.out(torch.relu(self.residual(x)))
+        valid = lengths.to(audio.device)
+        x = audio.unsqueeze(1)
+        for layer in self.downsample:
+            if isinstance(layer, nn.Conv1d):
+                x = x * _mask(valid, x.shape[-1])
+                valid = valid // 2
+            x = layer(x)
+        mask = _mask(valid, x.shape[-1])
+        for block in self.residual:
+            x = block(x, mask)
+        return self.out(torch.relu(x))
+
+
+def _mask(lengths: Tensor, size: int) -> Tensor:
+    """``[B, 1, size]`` bool: True where position < that row's length."""
+    return (torch.arange(size, device=lengths.device)[None, :] < lengths[:, None])[:, None, :]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from vqspeech import corpus
+from vqspeech import corpus_encode
 from vqspeech.batch import decode_files
 from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
@@ -89,10 +89,10 @@ def decode(
     target = io.voice_label(speaker, reference, required=False)
     with boundary():
         tasks, problems = io.audio_tasks(inputs, output, {TOKEN_SUFFIX}, target or "decoded", manifests=True)
-        rank, world, local_rank = corpus.torchrun_place()
+        rank, world, local_rank = corpus_encode.torchrun_place()
         if world > 1:  # under torchrun: this rank's share, balanced by the headers' durations
-            durations = [corpus.token_duration(t.source) for t in tasks]
-            tasks = corpus.my_tasks(tasks, rank, world, durations)
+            durations = [corpus_encode.token_duration(t.source) for t in tasks]
+            tasks = corpus_encode.my_tasks(tasks, rank, world, durations)
             problems = problems if rank == 0 else []
         codec = Codec.load(model, device, local_rank)
         coding_prior = load_prior(prior) if prior is not None else None

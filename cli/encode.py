@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vqspeech import corpus
+from vqspeech import corpus_encode
 from vqspeech.audio import AUDIO_EXTENSIONS
 from vqspeech.batch import TOKEN_FORMATS, Task, encode_files
 from vqspeech.batch_encode import default_batch_size
@@ -147,7 +147,7 @@ def encode(
         one_file_each = resolved != "jsonl" and all(t.target is not None for t in tasks)
         corpus_args = (tasks, problems, model, output, resolved, source_speaker, prior, overwrite, resume,
                        manifest, batch_size, device, jobs, quiet)  # fmt: skip
-        if corpus.torchrun_world_size() > 1 or resume or manifest is not None or (batch_size or 1) > 1:
+        if corpus_encode.torchrun_world_size() > 1 or resume or manifest is not None or (batch_size or 1) > 1:
             _encode_corpus(*corpus_args)
         codec = Codec.load(model, device)
         if batch_size is None and one_file_each and default_batch_size(codec.device) > 1:
@@ -194,12 +194,12 @@ def _encode_corpus(
             "(or no -o) and --format vqt, npy or txt",
             param_hint="-o",
         )
-    with corpus.torchrun_group(device) as group:
+    with corpus_encode.torchrun_group(device) as group:
         if codec is None:
             codec = Codec.load(model, device, group.local_rank)
         if group.world_size > 1 and manifest is None:
             manifest = _default_manifest(output, tasks)
-        job = corpus.CorpusJob(
+        job = corpus_encode.CorpusJob(
             fmt=fmt,
             overwrite=overwrite,
             resume=resume,
@@ -210,8 +210,8 @@ def _encode_corpus(
             manifest=manifest,
         )
         verb = f"encode (rank {group.rank}/{group.world_size})" if group.world_size > 1 else "encode"
-        share = len(corpus.my_tasks(tasks, group.rank, group.world_size))
+        share = len(corpus_encode.my_tasks(tasks, group.rank, group.world_size))
         with io.Reporter(verb, share, quiet, problems if group.rank == 0 else ()) as report:
-            corpus.encode_corpus(codec, tasks, job, group=group, on_outcome=report.on_outcome)
+            corpus_encode.encode_corpus(codec, tasks, job, group=group, on_outcome=report.on_outcome)
     report.summary()
     raise typer.Exit(report.exit_code)

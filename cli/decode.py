@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from vqspeech.batch import decode_files
+from vqspeech.bundled import model_or_bundled
 from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
 from vqspeech.tokens import TOKEN_SUFFIX
@@ -14,9 +15,9 @@ from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.options import (
     DecoderFamily,
+    DefaultModel,
     Device,
     Jobs,
-    Model,
     Output,
     Overwrite,
     Prior,
@@ -51,7 +52,7 @@ def decode(
             metavar="TOKENS",
         ),
     ],
-    model: Model,
+    model: DefaultModel = None,
     speaker: Speaker = None,
     reference: Reference = None,
     output: Output = None,
@@ -75,6 +76,8 @@ def decode(
 
     Output is at the model's rate unless --sample-rate. Existing outputs are kept unless --overwrite.
 
+    Without -m: the model bundled with vqspeech (decode needs the model that encoded the tokens).
+
     Files entropy-coded with a prior (encode --prior) need --prior with that prior.
 
     Exit code 0: all inputs decoded; 1: some failed (each named on stderr, the rest still done).
@@ -82,7 +85,7 @@ def decode(
     target = io.voice_label(speaker, reference, required=False)
     with boundary():
         tasks, problems = io.audio_tasks(inputs, output, {TOKEN_SUFFIX}, target or "decoded")
-        codec = Codec.load(model, device)
+        codec = Codec.load(model_or_bundled(model), device)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("decode", len(tasks), quiet, problems) as report:
             decode_files(

@@ -10,11 +10,12 @@ import typer
 
 from vqspeech.audio import AUDIO_EXTENSIONS
 from vqspeech.batch import TOKEN_FORMATS, Task, encode_files
+from vqspeech.bundled import model_or_bundled
 from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
-from vqspeech_cli.options import Device, Jobs, Model, Output, Overwrite, Prior, Quiet
+from vqspeech_cli.options import DefaultModel, Device, Jobs, Output, Overwrite, Prior, Quiet
 
 
 class TokenFormat(str, Enum):
@@ -74,7 +75,7 @@ def encode(
             metavar="INPUT",
         ),
     ],
-    model: Model,
+    model: DefaultModel = None,
     output: Output = None,
     fmt: Format = None,
     source_speaker: SourceSpeaker = None,
@@ -90,7 +91,8 @@ def encode(
 
     -o DIR mirrors folder inputs' trees (file inputs go flat); -o - streams one result to stdout.
 
-    Existing outputs are kept unless --overwrite. The model is loaded once for all inputs.
+    Existing outputs are kept unless --overwrite. The model is loaded once for all inputs; without
+    -m it is the model bundled with vqspeech (vqspeech info says what it is good and bad at).
 
     --prior PRIOR entropy-codes the token files with a trained prior (decode them with --prior too).
 
@@ -100,7 +102,7 @@ def encode(
     with boundary():
         found, problems = io.expand_inputs(inputs, AUDIO_EXTENSIONS)
         tasks, jsonl = _plan(found, output, len(inputs), resolved)
-        codec = Codec.load(model, device)
+        codec = Codec.load(model_or_bundled(model), device)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("encode", len(tasks), quiet, problems) as report:
             encode_files(

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vqspeech import bundled
 from vqspeech.batch import describe_files
-from vqspeech.bundled import bundled_model_path
 from vqspeech.describe import ModelInfo, RunInfo, TokenInfo
 from vqspeech_cli.errors import boundary, safe
 from vqspeech_cli.io import Reporter
@@ -53,7 +53,7 @@ def info(
     Exit code 1 if any target could not be read (each named on stderr; the others are described).
     """
     with boundary():
-        targets = targets or [str(bundled_model_path())]
+        targets = targets or [str(bundled.bundled_model_path())]
     with boundary(), Reporter("info", len(targets), quiet=True) as report:
         outcomes = describe_files(targets)
         for outcome in outcomes:

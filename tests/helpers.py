@@ -7,6 +7,8 @@ WaveNet generates a second of audio in a fraction of a second on one CPU thread.
 from __future__ import annotations
 
 import dataclasses
+import struct
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -102,3 +104,16 @@ def write_tone(
     data = np.stack([audio] * channels, axis=1) if channels > 1 else audio
     sf.write(path, data, sample_rate)
     return path
+
+
+def flip_weight_bytes(path: Path, count: int = 50) -> None:
+    """Flip ``count`` bytes inside the largest tensor's storage of checkpoint ``path``, leaving
+    the zip archive itself readable (only the content digest can tell)."""
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    (name_len, extra_len) = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    for k in range(count):
+        data[start + (k * 7) % info.file_size] ^= 0x5A
+    path.write_bytes(bytes(data))

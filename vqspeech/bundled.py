@@ -70,7 +70,7 @@ def is_bundled(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` (a file or a run folder) is the shipped model's file."""
     try:
         shipped = bundled_model_path()
-        return resolve_checkpoint_path(path).samefile(shipped)
+        return resolve_checkpoint_path(Path(path)).samefile(shipped)
     except (CheckpointError, OSError):
         return False
 
@@ -171,7 +171,7 @@ def export_model(
     ``source`` is read with every check :func:`load_checkpoint` makes. Existing outputs are kept
     (:class:`OutputError`) unless ``overwrite``; ``out`` may never be ``source`` itself.
     """
-    src = resolve_checkpoint_path(source)
+    src = resolve_checkpoint_path(Path(source))
     out = Path(out)
     card_out = card_path(out) if card is not None else None
     if out.exists() and out.resolve() == src.resolve():

@@ -8,15 +8,16 @@ import typer
 
 from vqspeech.audio import AUDIO_EXTENSIONS
 from vqspeech.batch import convert_files
+from vqspeech.bundled import model_or_bundled
 from vqspeech.codec import Codec
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.options import (
     AudioInputs,
     DecoderFamily,
+    DefaultModel,
     Device,
     Jobs,
-    Model,
     Output,
     Overwrite,
     Quiet,
@@ -36,7 +37,7 @@ Speaker = Annotated[
 
 def convert(
     inputs: AudioInputs,
-    model: Model,
+    model: DefaultModel = None,
     speaker: Speaker = None,
     reference: Reference = None,
     output: Output = None,
@@ -61,12 +62,14 @@ def convert(
 
     Output is at the model's rate unless --sample-rate. Existing outputs are kept unless --overwrite.
 
+    Without -m: the model bundled with vqspeech (vqspeech speakers lists its speakers).
+
     Exit code 0: all inputs converted; 1: some failed (each named on stderr, the rest still done).
     """
     target = io.voice_label(speaker, reference, required=True)
     with boundary():
         tasks, problems = io.audio_tasks(inputs, output, AUDIO_EXTENSIONS, str(target))
-        codec = Codec.load(model, device)
+        codec = Codec.load(model_or_bundled(model), device)
         with io.Reporter("convert", len(tasks), quiet, problems) as report:
             convert_files(
                 codec,

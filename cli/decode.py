@@ -8,6 +8,7 @@ import typer
 
 from vqspeech import corpus_encode
 from vqspeech.batch import decode_files
+from vqspeech.bundled import model_or_bundled
 from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
 from vqspeech.tokens import TOKEN_SUFFIX
@@ -15,9 +16,9 @@ from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.options import (
     DecoderFamily,
+    DefaultModel,
     Device,
     Jobs,
-    Model,
     Output,
     Overwrite,
     Prior,
@@ -52,7 +53,7 @@ def decode(
             metavar="TOKENS",
         ),
     ],
-    model: Model,
+    model: DefaultModel = None,
     speaker: Speaker = None,
     reference: Reference = None,
     output: Output = None,
@@ -79,6 +80,8 @@ def decode(
 
     Output is at the model's rate unless --sample-rate. Existing outputs are kept unless --overwrite.
 
+    Without -m: the model bundled with vqspeech (decode needs the model that encoded the tokens).
+
     Files entropy-coded with a prior (encode --prior) need --prior with that prior.
 
     Under torchrun (torchrun --nproc_per_node N -m vqspeech_cli.main decode ...) each rank decodes
@@ -94,7 +97,7 @@ def decode(
             durations = [corpus_encode.token_duration(t.source) for t in tasks]
             tasks = corpus_encode.my_tasks(tasks, rank, world, durations)
             problems = problems if rank == 0 else []
-        codec = Codec.load(model, device, local_rank)
+        codec = Codec.load(model_or_bundled(model), device, local_rank)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("decode", len(tasks), quiet, problems) as report:
             decode_files(

@@ -12,11 +12,12 @@ from vqspeech import corpus_encode
 from vqspeech.audio import AUDIO_EXTENSIONS
 from vqspeech.batch import TOKEN_FORMATS, Task, encode_files
 from vqspeech.batch_encode import default_batch_size
+from vqspeech.bundled import model_or_bundled
 from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
-from vqspeech_cli.options import AudioInputs, Device, Jobs, Model, Output, Overwrite, Prior, Quiet
+from vqspeech_cli.options import AudioInputs, DefaultModel, Device, Jobs, Output, Overwrite, Prior, Quiet
 
 
 class TokenFormat(str, Enum):
@@ -107,7 +108,7 @@ def _plan(found: list[io.Input], output: str | None, n_args: int, fmt: str) -> t
 
 def encode(
     inputs: AudioInputs,
-    model: Model,
+    model: DefaultModel = None,
     output: Output = None,
     fmt: Format = None,
     source_speaker: SourceSpeaker = None,
@@ -134,6 +135,9 @@ def encode(
     MODEL -o OUT shards the inputs by duration; each rank writes its own outputs, and rank 0
     merges the ranks' manifests into OUT/manifest.jsonl.
 
+    Without -m the model is the one bundled with vqspeech (vqspeech info says what it is good
+    and bad at).
+
     --prior PRIOR entropy-codes the token files with a trained prior (decode them with --prior too).
 
     Exit code 0: all inputs encoded; 1: some failed (each named on stderr, the rest still done).
@@ -144,12 +148,13 @@ def encode(
     with boundary():
         found, problems = io.expand_inputs(inputs, AUDIO_EXTENSIONS)
         tasks, jsonl = _plan(found, output, len(inputs), resolved)
+        checkpoint = model_or_bundled(model)
         one_file_each = resolved != "jsonl" and all(t.target is not None for t in tasks)
-        corpus_args = (tasks, problems, model, output, resolved, source_speaker, prior, overwrite, resume,
-                       manifest, batch_size, device, jobs, quiet)  # fmt: skip
+        corpus_args = (tasks, problems, checkpoint, output, resolved, source_speaker, prior, overwrite,
+                       resume, manifest, batch_size, device, jobs, quiet)  # fmt: skip
         if corpus_encode.torchrun_world_size() > 1 or resume or manifest is not None or (batch_size or 1) > 1:
             _encode_corpus(*corpus_args)
-        codec = Codec.load(model, device)
+        codec = Codec.load(checkpoint, device)
         if batch_size is None and one_file_each and default_batch_size(codec.device) > 1:
             _encode_corpus(*corpus_args, codec)  # a GPU: padded batches by default (same codes)
         coding_prior = load_prior(prior) if prior is not None else None

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from vqspeech import bundled
 from vqspeech.batch import describe_files
 from vqspeech.describe import ModelInfo, RunInfo, TokenInfo
 from vqspeech_cli.errors import boundary, safe
@@ -22,12 +23,14 @@ _JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 def info(
     targets: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
-            help="Built-in recipes (paper, demo), recipe YAML files, checkpoints or token files (.vqt).",
-            metavar="TARGET",
+            help="Built-in recipes (paper, demo), recipe YAML files, checkpoints or token files (.vqt). "
+            "None: the model bundled with vqspeech.",
+            metavar="[TARGET]...",
+            show_default=False,
         ),
-    ],
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -44,8 +47,13 @@ def info(
 
     A token file: its header, the audio's duration, the bitrate and the file's size.
 
+    No target: the model bundled with vqspeech (what encode/decode/convert use without -m), with
+    its card: how it was trained, its measured figures, and what it is good and bad at.
+
     Exit code 1 if any target could not be read (each named on stderr; the others are described).
     """
+    with boundary():
+        targets = targets or [str(bundled.bundled_model_path())]
     with boundary(), Reporter("info", len(targets), quiet=True) as report:
         outcomes = describe_files(targets)
         for outcome in outcomes:
@@ -104,7 +112,8 @@ def _token_table(r: TokenInfo) -> Table:
 
 
 def _table(r: ModelInfo) -> Table:
-    table = Table(title=safe(f"{r.kind} {r.source}"), show_header=False, title_justify="left")
+    title = f"{r.kind} {r.source}" + (" (the bundled model)" if r.bundled else "")
+    table = Table(title=safe(title), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     rows = [
@@ -140,9 +149,30 @@ def _table(r: ModelInfo) -> Table:
         rows.append(("fingerprint", r.fingerprint))
     if r.step is not None:
         rows.append(("training step", str(r.step)))
+    if r.card is not None:
+        rows += _card_rows(r.card)
     for key, value in rows:
         table.add_row(safe(key), safe(value))
     return table
+
+
+def _card_rows(card: dict[str, Any]) -> list[tuple[str, str]]:
+    """The bundled model's card (vqspeech.bundled): what it is, how it was made, how well it does."""
+    training = card["training"]
+    rows = [
+        ("what it is", str(card["summary"])),
+        (
+            "trained",
+            f"{card['recipe']}, {training['steps']:,} steps, {training['minutes']:g} min"
+            + "".join(f", {k}: {v}" for k, v in training.items() if k not in ("steps", "minutes")),
+        ),
+        ("made by", "\n".join(str(c) for c in card["commands"])),
+    ]
+    rows += [
+        (f"measured: {k}", f"{v:g}" if isinstance(v, float) else str(v)) for k, v in card["figures"].items()
+    ]
+    rows += [("good at", str(card["good_at"])), ("bad at", str(card["bad_at"]))]
+    return rows
 
 
 def _run_table(r: RunInfo) -> Table:

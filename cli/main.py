@@ -19,6 +19,7 @@ from vqspeech_cli import (
     demo,
     encode,
     evaluate,
+    export,
     info,
     prior,
     probe,
@@ -60,6 +61,7 @@ app.command("train")(train.train_command)
 app.command("demo")(demo.demo_command)
 app.command("eval")(evaluate.eval_command)
 app.command("probe")(probe.probe_command)
+app.command("export")(export.export_command)
 app.add_typer(data.app, name="data")
 app.add_typer(prior.app, name="prior")
 app.command("sample")(sample.sample_command)

@@ -36,6 +36,18 @@ Model = Annotated[
         metavar="CKPT",
     ),
 ]
+DefaultModel = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Checkpoint to use (a .pt from vqspeech train, or its run folder for its last.pt); loaded "
+        "once per command. Default: the model bundled with vqspeech (vqspeech info, with no target, "
+        "says what it is and how well it does).",
+        metavar="CKPT",
+        show_default=False,
+    ),
+]
 Output = Annotated[
     str | None,
     typer.Option(

@@ -9,13 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vqspeech.bundled import model_or_bundled
 from vqspeech.describe import list_speakers
 from vqspeech_cli.errors import boundary
-from vqspeech_cli.options import Model
+from vqspeech_cli.options import DefaultModel
 
 
 def speakers(
-    model: Model,
+    model: DefaultModel = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -23,9 +24,12 @@ def speakers(
         ),
     ] = False,
 ) -> None:
-    """List the checkpoint's speakers: names for decode/convert --speaker, ids and metadata."""
+    """List the checkpoint's speakers: names for decode/convert --speaker, ids and metadata.
+
+    Without --model: the speakers of the model bundled with vqspeech.
+    """
     with boundary():
-        rows = list_speakers(model)
+        rows = list_speakers(model_or_bundled(model))
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     else:

@@ -8,12 +8,13 @@ dataclasses (:class:`ModelInfo`, :class:`RunInfo`, :class:`TokenInfo`) with ``to
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vqspeech import bundled
 from vqspeech.checkpoint import (
     KIND_DESCRIPTIONS,
     VQVAE_KIND,
@@ -23,6 +24,7 @@ from vqspeech.checkpoint import (
 )
 from vqspeech.config import BUILTIN_RECIPES, Recipe, load_recipe
 from vqspeech.decoders import get_family
+from vqspeech.errors import CheckpointError
 from vqspeech.model import VQVAE
 from vqspeech.prior_checkpoint import PRIOR_KIND, load_prior
 from vqspeech.tokens import MAGIC, TOKEN_SUFFIX, CodedTokens, TokenHeader, load_container
@@ -54,6 +56,8 @@ class ModelInfo:
     step: int | None = None
     speaker_encoder: bool = False  # can take a voice from a recording (issue #7)
     speaker_vector_bits: int = 0  # bits of the quantised speaker vector each token file carries
+    bundled: bool = False  # the model shipped with vqspeech (vqspeech.bundled)
+    card: dict[str, Any] | None = None  # the bundled model's card: figures, good at / bad at
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,7 +153,10 @@ def is_token_file(target: str | os.PathLike[str]) -> bool:
 
 
 def describe(target: str | Path) -> ModelInfo | RunInfo:
-    """Describe a built-in recipe name, a recipe YAML file or a checkpoint (of any kind)."""
+    """Describe a built-in recipe name, a recipe YAML file or a checkpoint (of any kind).
+
+    The bundled model's file (:func:`vqspeech.bundled.bundled_model_path`) comes with its card.
+    """
     target = str(target)
     if _is_recipe(target):
         recipe = load_recipe(target)
@@ -163,7 +170,7 @@ def describe(target: str | Path) -> ModelInfo | RunInfo:
     ckpt = checkpoint_from_payload(payload, Path(target))
     model = ckpt.build_model()
     step = ckpt.training.get("step")
-    return _info(
+    info = _info(
         target,
         "checkpoint",
         ckpt.recipe,
@@ -172,6 +179,15 @@ def describe(target: str | Path) -> ModelInfo | RunInfo:
         ckpt.fingerprint,
         int(step) if step is not None else None,
     )
+    if not bundled.is_bundled(target):
+        return info
+    card = bundled.bundled_card()
+    if card["fingerprint"] != info.fingerprint:
+        raise CheckpointError(
+            f"the bundled model's card describes model {card['fingerprint']}, but the bundled file is "
+            f"model {info.fingerprint}; write both with vqspeech export --card"
+        )
+    return replace(info, bundled=True, card=card)
 
 
 def describe_tokens(path: str | os.PathLike[str]) -> TokenInfo:

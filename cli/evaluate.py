@@ -183,6 +183,18 @@ def _table(r: EvalReport) -> Table:
             "n/a" if rec.pesq is None else f"{rec.pesq:.2f}",
             "pip install 'vqspeech[pesq]'" if rec.pesq is None else "1.04..4.64",
         ),
+        (
+            "",
+            "DNSMOS OVRL reconstruction / original",
+            "n/a" if rec.dnsmos_ovrl is None else f"{rec.dnsmos_ovrl:.2f} / {rec.dnsmos_ovrl_reference:.2f}",
+            "pip install 'vqspeech[dnsmos]'" if rec.dnsmos_ovrl is None else "1..5, no reference",
+        ),
+        (
+            "",
+            "speaker similarity (Resemblyzer)",
+            "n/a" if rec.speaker_similarity is None else f"{rec.speaker_similarity:.2f}",
+            "pip install 'vqspeech[spkr]'" if rec.speaker_similarity is None else "cosine, 1 = same voice",
+        ),
         ("codes", "used / dead", f"{codes.codes_used} / {codes.dead_codes}", f"of {codes.codebook_size}"),
         ("", "perplexity", f"{codes.perplexity:.1f}", "2^entropy"),
         ("", "entropy", f"{codes.entropy_bits:.2f} bits", f"{codes.entropy_bitrate:.0f} bits/s"),

@@ -24,6 +24,7 @@ from vqspeech_cli import (
     prior,
     probe,
     sample,
+    score,
     speakers,
     train,
 )
@@ -62,6 +63,7 @@ app.command("demo")(demo.demo_command)
 app.command("eval")(evaluate.eval_command)
 app.command("probe")(probe.probe_command)
 app.command("export")(export.export_command)
+app.command("score")(score.score_command)
 app.add_typer(data.app, name="data")
 app.add_typer(prior.app, name="prior")
 app.command("sample")(sample.sample_command)

@@ -9,7 +9,10 @@ The pieces are usable alone, one module per stage:
 * :mod:`~vqspeech.evaluation.run`: :func:`evaluate_model`, the run over a corpus in stages, and its report;
 * :mod:`~vqspeech.evaluation.unseen`: the stage for speakers the model never trained on;
 * :mod:`~vqspeech.evaluation.common`: what the stages share (utterance picking, batch decoding);
-* :mod:`~vqspeech.evaluation.aims`: issue 6's aims and :func:`check_aims`.
+* :mod:`~vqspeech.evaluation.aims`: issue 6's aims and :func:`check_aims`;
+* :mod:`~vqspeech.evaluation.quality`: DNSMOS and speaker similarity from optional packages;
+* :mod:`~vqspeech.evaluation.transcode`: :func:`score_recordings`, any recordings through a model
+  and back, scored against themselves (``vqspeech score``).
 
 Reconstructions compare a reference and a degraded waveform of the same length at the same rate
 (float ``[T]`` numpy arrays):
@@ -24,6 +27,9 @@ Reconstructions compare a reference and a degraded waveform of the same length a
   For scale: noise shaped by the speech's loudness envelope scores ~0.6 on our corpus.
 * ``pesq_wb``: wide-band PESQ (ITU-T P.862.2) MOS-LQO in [1.04, 4.64] via the optional ``pesq``
   package (``pip install 'vqspeech[pesq]'``); None where it is not installed.
+* ``dnsmos_ovrl`` (of the reconstruction and of the reference) and ``speaker_similarity``:
+  DNSMOS P.835 overall quality (``speechmos``, ``pip install 'vqspeech[dnsmos]'``) and the
+  cosine of Resemblyzer speaker embeddings (``pip install 'vqspeech[spkr]'``); None without them.
 
 Codes (:func:`code_stats`): how many of the K codes the held-out speech uses, the empirical
 unigram entropy in bits per token and bits/s, its perplexity ``2 ** entropy`` (K when every
@@ -62,6 +68,14 @@ from vqspeech.evaluation.measures import (
     score_pair,
     stoi,
 )
+from vqspeech.evaluation.quality import (
+    DnsmosScores,
+    dnsmos,
+    dnsmos_available,
+    speaker_embedding,
+    speaker_similarity,
+    speaker_similarity_available,
+)
 from vqspeech.evaluation.run import ConversionScores, EvalReport, evaluate_model
 from vqspeech.evaluation.speakers import (
     SPEAKER_CEPSTRA,
@@ -83,6 +97,7 @@ __all__ = [
     "AimResult",
     "CodeStats",
     "ConversionScores",
+    "DnsmosScores",
     "EvalReport",
     "LeakageScores",
     "LinearClassifier",
@@ -92,6 +107,8 @@ __all__ = [
     "check_aims",
     "code_histogram",
     "code_stats",
+    "dnsmos",
+    "dnsmos_available",
     "evaluate_model",
     "fit_linear_classifier",
     "leakage_probe",
@@ -101,7 +118,10 @@ __all__ = [
     "pesq_available",
     "pesq_wb",
     "score_pair",
+    "speaker_embedding",
     "speaker_features",
+    "speaker_similarity",
+    "speaker_similarity_available",
     "stoi",
     "token_speaker_information",
 ]

@@ -6,6 +6,7 @@ Reconstructions compare a reference and a degraded waveform of the same length a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import torch
 
 from vqspeech.audio import resample
 from vqspeech.errors import ConfigError, DataError
+from vqspeech.evaluation.quality import dnsmos, mean_or_none, speaker_similarity
 from vqspeech.features import log_mel_spectrogram
 
 _DB = 20.0 / math.log(10.0)  # natural log of magnitude -> dB
@@ -108,6 +110,9 @@ class ReconstructionScores:
     """Mean scores over ``n`` utterances (each in the unit of its function above).
 
     ``pesq`` is the mean over the utterances PESQ could score; None without the ``pesq`` package.
+    ``dnsmos_ovrl`` / ``dnsmos_ovrl_reference`` (DNSMOS OVRL of the degraded audio / of the
+    references) and ``speaker_similarity``: means likewise, None without the ``dnsmos`` /
+    ``spkr`` extras (:mod:`vqspeech.evaluation.quality`).
     """
 
     n: int
@@ -115,36 +120,64 @@ class ReconstructionScores:
     log_mel_distance: float
     mel_cepstral_distortion: float
     pesq: float | None = None
+    dnsmos_ovrl: float | None = None
+    dnsmos_ovrl_reference: float | None = None
+    speaker_similarity: float | None = None
 
 
 @dataclass(frozen=True)
 class PairScores:
-    """The reconstruction measures of one (reference, degraded) pair."""
+    """The reconstruction measures of one (reference, degraded) pair.
+
+    The last three need optional extras and are None without them: DNSMOS OVRL of the degraded
+    audio and of the reference, and the speaker similarity of the two (see
+    :mod:`vqspeech.evaluation.quality`).
+    """
 
     stoi: float
     log_mel_distance: float
     mel_cepstral_distortion: float
     pesq: float | None
+    dnsmos_ovrl: float | None = None
+    dnsmos_ovrl_reference: float | None = None
+    speaker_similarity: float | None = None
 
 
-def score_pair(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> PairScores:
-    """:func:`stoi`, :func:`log_mel_distance`, :func:`mel_cepstral_distortion` and :func:`pesq_wb`."""
-    return PairScores(
-        stoi(reference, degraded, sample_rate),
-        log_mel_distance(reference, degraded, sample_rate),
-        mel_cepstral_distortion(reference, degraded, sample_rate),
-        pesq_wb(reference, degraded, sample_rate),
+def score_pair(
+    reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000, *, quality: bool = True
+) -> PairScores:
+    """:func:`stoi`, :func:`log_mel_distance`, :func:`mel_cepstral_distortion`, :func:`pesq_wb`, and
+    with ``quality`` (default) DNSMOS OVRL of both sides and their speaker similarity where the
+    extras are installed."""
+    n = min(len(reference), len(degraded))
+    ref, deg = reference[:n], degraded[:n]
+    scores = PairScores(
+        stoi(ref, deg, sample_rate),
+        log_mel_distance(ref, deg, sample_rate),
+        mel_cepstral_distortion(ref, deg, sample_rate),
+        pesq_wb(ref, deg, sample_rate),
+    )
+    if not quality:
+        return scores
+    mos_deg, mos_ref = dnsmos(deg, sample_rate), dnsmos(ref, sample_rate)
+    return dataclasses.replace(
+        scores,
+        dnsmos_ovrl=None if mos_deg is None else mos_deg.ovrl,
+        dnsmos_ovrl_reference=None if mos_ref is None else mos_ref.ovrl,
+        speaker_similarity=speaker_similarity(ref, deg, sample_rate),
     )
 
 
 def _mean_scores(scores: Sequence[PairScores]) -> ReconstructionScores:
-    pesq = [s.pesq for s in scores if s.pesq is not None]
     return ReconstructionScores(
         n=len(scores),
         stoi=float(np.mean([s.stoi for s in scores])),
         log_mel_distance=float(np.mean([s.log_mel_distance for s in scores])),
         mel_cepstral_distortion=float(np.mean([s.mel_cepstral_distortion for s in scores])),
-        pesq=float(np.mean(pesq)) if pesq else None,
+        pesq=mean_or_none([s.pesq for s in scores]),
+        dnsmos_ovrl=mean_or_none([s.dnsmos_ovrl for s in scores]),
+        dnsmos_ovrl_reference=mean_or_none([s.dnsmos_ovrl_reference for s in scores]),
+        speaker_similarity=mean_or_none([s.speaker_similarity for s in scores]),
     )
 
 

@@ -46,17 +46,27 @@ def inputs(net: WaveNet, batch: int, frames: int) -> tuple[torch.Tensor, torch.T
     return z_q, torch.randn(batch, net.speaker_dim, generator=g)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA runs asynchronously), so wall times are true."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_cached(
     net: WaveNet, batch: int, seconds: float, sample_rate: int, backend: Backend, repeats: int
 ) -> float:
-    """Best wall time of ``generate`` over ``seconds`` of audio per utterance."""
+    """Best wall time of ``generate`` over ``seconds`` of audio per utterance, on ``net``'s device
+    (inputs are made on the CPU and moved by ``generate``, as decoding does)."""
     frames = max(1, math.ceil(seconds * sample_rate / net.hop_length))
     z_q, speaker = inputs(net, batch, frames)
+    device = net.embedding.weight.device
     net.generate(z_q[:, :, :2], speaker, backend=backend)  # warm-up (and numba's cache load)
     walls = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         net.generate(z_q, speaker, generator=torch.Generator().manual_seed(0), backend=backend)
+        synchronize(device)
         walls.append(time.perf_counter() - start)
     return min(walls)
 

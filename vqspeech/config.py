@@ -6,7 +6,7 @@ name wherever a recipe path is: ``paper`` (the VQ-VAE paper's speech setup: 16 k
 ``base: paper|demo`` and nested overrides; ``--set model.quantizer.codebook_size=256``
 style overrides apply on top. Unknown keys are an error, never silently ignored.
 
-Every derived number (``hop_length``, receptive fields, token rate, bitrate) is computed
+Every derived number (``hop_length``, receptive fields, token rate, bitrate, crop length) is computed
 here from the config, so no other module hard-codes it. The generic machinery (strict
 dict <-> dataclass, ``base:`` chains, ``--set`` overrides) is :mod:`vqspeech.recipe_io`, shared
 with the vision recipes; the prior's configuration is :mod:`vqspeech.prior_config`. This module
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vqspeech.data.augment_config import AugmentConfig
-from vqspeech.errors import ConfigError
+from vqspeech.errors import ConfigError, DataError
 from vqspeech.recipe_io import from_dict, merge, parse_override, require, resolve_base_chain, to_dict
 
 
@@ -315,6 +315,16 @@ class DataConfig:
     valid_max_segments: int = 32  # held-out segments per evaluation: bounds its cost
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def segment_length(segment_seconds: float, sample_rate: int, hop_length: int = 1) -> int:
+    """Crop length in samples: ``segment_seconds * sample_rate`` rounded to the nearest
+    multiple of ``hop_length`` (at least one hop), so every crop has a whole number of latents.
+    """
+    if segment_seconds <= 0 or sample_rate <= 0 or hop_length <= 0:
+        raise DataError("segment_seconds, sample_rate and hop_length must be positive")
+    hops = max(1, round(segment_seconds * sample_rate / hop_length))
+    return hops * hop_length
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ The loop itself (lr schedule, autocast, clipping, logging, checkpoints, SIGINT, 
 :func:`vqspeech.loop.fit`, shared with the prior and the vision recipes. This module supplies
 what is speech-specific: the corpus and its step batches (the batch of step ``s`` is a pure
 function of ``(seed, s, rank)``, see :class:`vqspeech.data.batches.StepBatches`), the VQ-VAE's
-loss terms, the held-out evaluation (teacher-forced reconstruction loss, code usage, sample
-WAVs) and the checkpoint with its recipe and speaker table.
+loss terms (:mod:`vqspeech.speech_loss`, importable without the audio I/O stack), the held-out
+evaluation (teacher-forced reconstruction loss, code usage, sample WAVs) and the checkpoint
+with its recipe and speaker table.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from vqspeech.model import VQVAE
 from vqspeech.plots import save_spectrograms
 from vqspeech.recipe_io import to_dict
 from vqspeech.runfolder import LAST, claim_run
+from vqspeech.speech_loss import encoder_hears, speech_loss
 
 __all__ = [
     "LAST",
@@ -53,6 +55,7 @@ __all__ = [
     "StepMetrics",
     "TrainCallback",
     "TrainResult",
+    "encoder_hears",
     "evaluate",
     "lr_at",
     "train",
@@ -128,34 +131,6 @@ def write_samples(model: VQVAE, batch: tuple[Tensor, Tensor], folder: Path, seed
         save_spectrograms(folder / "spectrogram.png", waves, sample_rate)
 
 
-@contextlib.contextmanager
-def encoder_hears(net: nn.Module, audio: Tensor | None) -> Iterator[None]:
-    """Within the block, ``net``'s VQ-VAE encoder reads ``audio`` ``[B, T]`` instead of the audio
-    the model is called with, which stays the decoders' target (``data.augment.target: clean``,
-    issue 17). Nothing changes when ``audio`` is None.
-
-    A forward pre-hook on the encoder, removed on leaving: ``VQVAE.forward`` reconstructs the
-    audio it encodes, and this keeps it so (and the model unchanged) for everything else.
-    """
-    if audio is None:
-        yield
-        return
-    model = getattr(net, "module", net)  # DistributedDataParallel wraps the model
-    encoder = model.encoder
-    assert isinstance(encoder, nn.Module)
-
-    def swap(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        if args[0].shape != audio.shape:
-            raise DataError(f"encoder input {tuple(audio.shape)} does not match {tuple(args[0].shape)}")
-        return (audio, *args[1:])
-
-    handle = encoder.register_forward_pre_hook(swap)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 @dataclass(eq=False)
 class SpeechTask:
     """The speech VQ-VAE as a :class:`vqspeech.loop.Task`.
@@ -178,24 +153,13 @@ class SpeechTask:
         return self.step_batches.iterate(start_step, total_steps)
 
     def loss(self, net: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
-        dev = self.device
-        # reference crops for the speaker encoder (issue #7), when the model has one
-        reference = batch[2].to(dev, non_blocking=True) if self.step_batches.reference_length else None
-        # augmented crops with a clean target (issue 17): the encoder hears the last entry
-        encoder_input = batch[-1].to(dev, non_blocking=True) if self.step_batches.encoder_input else None
-        with encoder_hears(net, encoder_input):
-            out = net(batch[0].to(dev, non_blocking=True), batch[1].to(dev, non_blocking=True), reference)
-        terms = {
-            "reconstruction_loss": out.reconstruction_loss,
-            "codebook_loss": out.codebook_loss,
-            "commitment_loss": out.commitment_loss,
-            "perplexity": out.perplexity,
-        }
-        if out.speaker_loss is not None:
-            terms["speaker_loss"] = out.speaker_loss
-        if out.adversary_loss is not None:
-            terms["adversary_loss"] = out.adversary_loss
-        return out.loss, terms
+        return speech_loss(
+            net,
+            batch,
+            self.device,
+            reference=bool(self.step_batches.reference_length),
+            encoder_input=self.step_batches.encoder_input,
+        )
 
     def items(self, batch: Any) -> int:
         return int(batch[0].numel())  # audio samples

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from vqspeech.audio import read_int16
+from vqspeech.config import segment_length as segment_length  # its home is config; imported from here too
 from vqspeech.data.corpus import Utterance
 from vqspeech.data.speakers import SpeakerTable
 from vqspeech.errors import AudioError, DataError
@@ -31,16 +32,6 @@ from vqspeech.errors import AudioError, DataError
 PRELOAD_LIMIT_BYTES = 1 << 30
 
 Example = tuple[Tensor, Tensor]
-
-
-def segment_length(segment_seconds: float, sample_rate: int, hop_length: int = 1) -> int:
-    """Crop length in samples: ``segment_seconds * sample_rate`` rounded to the nearest
-    multiple of ``hop_length`` (at least one hop), so every crop has a whole number of latents.
-    """
-    if segment_seconds <= 0 or sample_rate <= 0 or hop_length <= 0:
-        raise DataError("segment_seconds, sample_rate and hop_length must be positive")
-    hops = max(1, round(segment_seconds * sample_rate / hop_length))
-    return hops * hop_length
 
 
 class AudioStore:

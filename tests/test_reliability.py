@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import make_checkpoint, write_tone
+from helpers import flip_weight_bytes, make_checkpoint, write_tone
 from test_loop import Regression
 from typer.testing import CliRunner
 
@@ -134,22 +133,10 @@ def test_the_run_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> N
 # 3. checkpoints carry a digest of their contents
 
 
-def _flip_weight_bytes(path: Path) -> None:
-    """Flip 50 bytes inside one tensor's storage, leaving the zip archive itself readable."""
-    with zipfile.ZipFile(path) as archive:
-        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
-    data = bytearray(path.read_bytes())
-    (name_len, extra_len) = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
-    start = info.header_offset + 30 + name_len + extra_len
-    for k in range(50):
-        data[start + (k * 7) % info.file_size] ^= 0x5A
-    path.write_bytes(bytes(data))
-
-
 def test_flipped_bytes_in_the_weights_are_refused(tmp_path: Path) -> None:
     path = make_checkpoint(tmp_path / "m.pt")
     load_checkpoint(path)
-    _flip_weight_bytes(path)
+    flip_weight_bytes(path)
     with pytest.raises(CheckpointError, match="damaged: its contents do not match the digest"):
         load_checkpoint(path)
 

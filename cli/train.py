@@ -32,6 +32,16 @@ def train_command(
     steps: Steps = None,
     overrides: Overrides = None,
     resume: Resume = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            "--init",
+            metavar="CKPT",
+            help="Start from this checkpoint's weights (a .pt or run folder; 'bundled' for the model "
+            "shipped with vqspeech) with a fresh optimiser: fine-tuning. The recipe's model settings "
+            "must be the checkpoint's; speakers it knows keep their rows. Not with --resume.",
+        ),
+    ] = None,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -56,5 +66,6 @@ def train_command(
             device=device,
             callback=report,
             cache_dir=cache_dir,
+            init=init,
         ),
     )

@@ -85,7 +85,6 @@ def test_a_few_steps_give_finite_decreasing_loss(tmp_path, demo_corpus_dir, demo
     assert ckpt.recipe.model.n_speakers == 3
 
 
-
 #: A tiny speaker encoder (issue 7): its reference crops and table/encoder draws must resume exactly too.
 SPEAKER_ENCODER = (
     "model.speaker_encoder.enabled=true",
@@ -247,3 +246,62 @@ def test_every_vision_recipe_loads_and_builds_its_models(recipe: str) -> None:
         model = ImageVQVAE(loaded.model)
     latents = loaded.model.image_size // 2**loaded.model.n_downsample
     assert model.config.latent_size == latents
+
+
+def test_init_starts_from_the_checkpoint_weights_with_a_fresh_optimiser(tmp_path, demo_corpus_dir) -> None:
+    recipe = tiny()
+    first = train(recipe, demo_corpus_dir, tmp_path / "a", steps=4, device="cpu")
+    source = load_checkpoint(first.checkpoint)
+    # zero steps: the new run's weights are the source's, codebook and k-means state included
+    copied = train(recipe, demo_corpus_dir, tmp_path / "b", steps=0, device="cpu", init=first.checkpoint)
+    assert _states_equal(source.model_state, copied.model.state_dict())
+    fresh = train(recipe, demo_corpus_dir, tmp_path / "c", steps=0, device="cpu")
+    assert not _states_equal(source.model_state, fresh.model.state_dict())
+    # training on from there: a new run (step counter and optimiser from zero), weights move on
+    tuned = train(recipe, demo_corpus_dir, tmp_path / "d", steps=2, device="cpu", init=tmp_path / "a")
+    saved = load_checkpoint(tuned.checkpoint)
+    assert saved.training["step"] == 2
+    assert not _states_equal(source.model_state, saved.model_state)
+    assert bool(saved.model_state["quantizer.initialized"])
+
+
+def test_init_keeps_rows_of_speakers_it_knows_and_refuses_another_model(tmp_path, demo_corpus_dir) -> None:
+    first = train(tiny(), demo_corpus_dir, tmp_path / "a", steps=2, device="cpu")
+    source = load_checkpoint(first.checkpoint)
+    # the same corpus with one speaker renamed: 1 new row, the others copied by name
+    renamed = tmp_path / "corpus.tsv"
+    lines = []
+    for wav in sorted(Path(demo_corpus_dir).rglob("*.flac")) + sorted(Path(demo_corpus_dir).rglob("*.wav")):
+        speaker = wav.parent.name
+        lines.append(f"{wav}\t{'zz' if speaker == source.speaker_names[0] else speaker}")
+    renamed.write_text("\n".join(lines) + "\n")
+    tuned = train(tiny(), renamed, tmp_path / "b", steps=0, device="cpu", init=first.checkpoint)
+    names = [s["name"] for s in load_checkpoint(tuned.checkpoint).speakers]
+    rows = tuned.model.state_dict()["speaker_embedding.weight"]
+    old_rows = source.model_state["speaker_embedding.weight"]
+    for i, name in enumerate(names):
+        if name in source.speaker_names:
+            assert torch.equal(rows[i], old_rows[source.speaker_names.index(name)])
+        else:
+            assert name == "zz" and not any(torch.equal(rows[i], r) for r in old_rows)
+    runner = CliRunner()
+    args = ["train", "demo", "--data", str(demo_corpus_dir), "--device", "cpu", "-q"]
+    args += [a for o in TINY for a in ("--set", o)]
+    other = runner.invoke(
+        app,
+        [
+            *args,
+            "--out",
+            str(tmp_path / "c"),
+            "--init",
+            str(first.checkpoint),
+            "--set",
+            "model.quantizer.codebook_size=16",
+        ],
+    )
+    assert other.exit_code != 0 and "quantizer.codebook_size" in other.output
+    assert not (tmp_path / "c").exists()  # refused before the run folder is made
+    both = runner.invoke(
+        app, [*args, "--out", str(tmp_path / "a"), "--init", str(first.checkpoint), "--resume"]
+    )
+    assert both.exit_code != 0 and "--init" in both.output

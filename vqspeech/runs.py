@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from vqspeech.bundled import bundled_model_path
 from vqspeech.config import load_recipe
 from vqspeech.errors import ConfigError
 from vqspeech.evaluation import EvalReport, evaluate_model
@@ -43,17 +44,33 @@ def train_run(
     device: str = "auto",
     callback: TrainCallback | None = None,
     cache_dir: Path | None = None,
+    init: Path | None = None,
 ) -> TrainResult | FitResult:
-    """Train a speech recipe (needs ``data``) or a vision one (cifar10 needs ``data``)."""
+    """Train a speech recipe (needs ``data``) or a vision one (cifar10 needs ``data``).
+
+    ``init``: a speech checkpoint to start from (:func:`vqspeech.train.train`); not for vision.
+    """
     if is_vision_recipe(recipe):
+        if init is not None:
+            raise ConfigError("--init is for speech recipes; vision runs start fresh or --resume")
         from vqspeech.vision.train import train_vision  # only when asked for
 
         vision = load_vision_recipe(recipe, overrides)
         return train_vision(vision, data, out, steps=steps, resume=resume, device=device, callback=callback)
     speech = load_recipe(recipe, overrides)  # a missing recipe file is named first
+    if init is not None and str(init) == "bundled" and not init.exists():
+        init = bundled_model_path()
     corpus = _need_data(data, "speech recipes need --data: a VCTK root, a speaker folder or a manifest")
     return train(
-        speech, corpus, out, steps=steps, resume=resume, device=device, callback=callback, cache_dir=cache_dir
+        speech,
+        corpus,
+        out,
+        steps=steps,
+        resume=resume,
+        device=device,
+        callback=callback,
+        cache_dir=cache_dir,
+        init=init,
     )
 
 

@@ -23,11 +23,11 @@ from torch import Tensor, nn
 
 from vqspeech.audio import save_audio
 from vqspeech.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from vqspeech.config import Recipe
+from vqspeech.config import ModelConfig, Recipe
 from vqspeech.data.batches import StepBatches, validation_batches
 from vqspeech.data.corpus import open_corpus
 from vqspeech.device import resolve_device
-from vqspeech.errors import DataError
+from vqspeech.errors import ConfigError, DataError
 from vqspeech.loop import (
     EvalMetrics,
     FitResult,
@@ -181,6 +181,58 @@ class SpeechTask:
         save_checkpoint(path, self.model, self.recipe, self.speakers, training)
 
 
+def init_weights(model: VQVAE, source: Checkpoint, speakers: list[dict[str, Any]]) -> int:
+    """Load ``source``'s weights into ``model`` (a fresh model of the new run); the speakers kept.
+
+    The model settings must be the checkpoint's (``n_speakers`` aside): a ConfigError names
+    the first that differ. The speaker table is matched by name: a speaker of the new corpus
+    that ``source`` knows gets its row, a new one keeps its fresh row. Everything else,
+    the quantiser's codebook and k-means state included, is copied, so training continues
+    from the checkpoint's codes rather than re-initialising them. Returns the rows copied.
+    """
+    check_same_model(model.config, source)
+    state = dict(source.model_state)
+    key = "speaker_embedding.weight"
+    rows = model.state_dict()[key].clone()
+    old = {name: i for i, name in enumerate(source.speaker_names)}
+    shared = 0
+    for i, speaker in enumerate(speakers):
+        j = old.get(str(speaker["name"]))
+        if j is not None:
+            rows[i] = state[key][j]
+            shared += 1
+    state[key] = rows
+    model.load_state_dict(state)
+    return shared
+
+
+def check_same_model(config: ModelConfig, source: Checkpoint) -> None:
+    """ConfigError unless ``source`` was trained with model settings ``config`` (``n_speakers`` aside)."""
+    mine = to_dict(dataclasses.replace(config, n_speakers=0))
+    theirs = to_dict(dataclasses.replace(source.recipe.model, n_speakers=0))
+    if mine != theirs:
+        differ = _first_differences(mine, theirs)
+        raise ConfigError(
+            f"{source.path}: its model settings differ from the recipe's ({differ}); "
+            "--init needs the same model (train with the checkpoint's recipe, or drop --init)"
+        )
+
+
+def _first_differences(mine: dict[str, Any], theirs: dict[str, Any], prefix: str = "", limit: int = 3) -> str:
+    """``a.b: X vs Y`` for the first ``limit`` leaves where two config dicts differ (recipe vs checkpoint)."""
+    out: list[str] = []
+    for name in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(name), theirs.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _first_differences(a, b, f"{prefix}{name}.", limit - len(out))
+            out += [inner] if inner else []
+        elif a != b:
+            out.append(f"{prefix}{name}: {a!r} vs {b!r}")
+        if len(out) >= limit:
+            break
+    return "; ".join(out)
+
+
 def train(
     recipe: Recipe,
     data: str | Path,
@@ -191,13 +243,25 @@ def train(
     device: str = "auto",
     callback: TrainCallback | None = None,
     cache_dir: str | Path | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train ``recipe`` on the corpus at ``data``, writing checkpoints and logs into ``out_dir``.
 
     ``steps`` is the *total* step count (so ``resume=True, steps=2000`` extends a finished
     run); it defaults to ``recipe.train.steps``. With ``resume`` the recipe and speaker table
     come from ``out_dir/last.pt`` and the ``recipe`` argument is ignored.
+
+    ``init``: a checkpoint (or run folder) whose weights the new run starts from, with a fresh
+    optimiser and schedule (fine-tuning, e.g. the bundled model on your own corpus); see
+    :func:`init_weights`. Not with ``resume``.
     """
+    if init is not None and resume:
+        raise ConfigError(
+            "--init starts a new run from a checkpoint's weights; --resume continues one: use one of them"
+        )
+    source = load_checkpoint(init) if init is not None else None
+    if source is not None:
+        check_same_model(recipe.model, source)  # before the run folder is made
     out_dir = Path(out_dir)
     ddp = init_distributed(device)
     dev = resolve_device(device, ddp.local_rank)
@@ -228,6 +292,13 @@ def train(
         model = VQVAE(recipe.model).to(dev)
         if previous is not None:
             model.load_state_dict(previous.model_state)
+        elif source is not None:
+            shared = init_weights(model, source, speakers)
+            if callback is not None and ddp.is_main:
+                callback.on_message(
+                    f"starting from the weights of {init} ({shared} of {len(speakers)} speakers "
+                    "share a name with its table and keep their rows)"
+                )
         batches = StepBatches(corpus, recipe, rank=ddp.rank, world_size=ddp.world_size)
         valid = validation_batches(corpus, recipe, recipe.data.valid_max_segments) if ddp.is_main else []
         task = SpeechTask(model, recipe, speakers, batches, valid, out_dir, dev)

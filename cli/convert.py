@@ -10,6 +10,7 @@ from vqspeech.audio import AUDIO_EXTENSIONS
 from vqspeech.batch import convert_files
 from vqspeech.bundled import model_or_bundled
 from vqspeech.codec import Codec
+from vqspeech.inference import DecodeOptions
 from vqspeech_cli import io
 from vqspeech_cli.errors import boundary
 from vqspeech_cli.options import (
@@ -74,13 +75,15 @@ def convert(
             convert_files(
                 codec,
                 tasks,
-                speaker=speaker,
+                DecodeOptions(
+                    speaker=speaker,
+                    seed=seed,
+                    temperature=temperature,
+                    sample_rate=sample_rate,
+                    decoder=decoder,
+                    overwrite=overwrite,
+                ),
                 reference=reference or (),
-                seed=seed,
-                temperature=temperature,
-                sample_rate=sample_rate,
-                decoder=decoder,
-                overwrite=overwrite,
                 stream=io.stdout_for(tasks),
                 workers=jobs,
                 on_outcome=report.on_outcome,

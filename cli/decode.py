@@ -10,6 +10,7 @@ from vqspeech import corpus_encode
 from vqspeech.batch import decode_files
 from vqspeech.bundled import model_or_bundled
 from vqspeech.codec import Codec
+from vqspeech.inference import DecodeOptions
 from vqspeech.prior_checkpoint import load_prior
 from vqspeech.tokens import TOKEN_SUFFIX
 from vqspeech_cli import io
@@ -103,14 +104,16 @@ def decode(
             decode_files(
                 codec,
                 tasks,
-                speaker=speaker,
+                DecodeOptions(
+                    speaker=speaker,
+                    seed=seed,
+                    temperature=temperature,
+                    sample_rate=sample_rate,
+                    decoder=decoder,
+                    overwrite=overwrite,
+                ),
                 reference=reference or (),
-                seed=seed,
-                temperature=temperature,
-                sample_rate=sample_rate,
-                decoder=decoder,
                 force=force,
-                overwrite=overwrite,
                 stream=io.stdout_for(tasks),
                 workers=jobs,
                 on_outcome=report.on_outcome,

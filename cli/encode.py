@@ -74,16 +74,6 @@ BatchSize = Annotated[
 ]
 
 
-def _default_manifest(output: str | None, tasks: list[Task]) -> Path | None:
-    """DIR/manifest.jsonl when the outputs go under -o DIR, else None."""
-    if output is None or output == io.STDIO:
-        return None
-    folder = Path(output)
-    if any(t.target is not None and folder in t.target.parents for t in tasks):
-        return folder / "manifest.jsonl"
-    return None
-
-
 def _format(fmt: TokenFormat | None, output: str | None) -> str:
     """--format, else the extension of -o FILE when it is a known one, else vqt."""
     if fmt is not None:
@@ -150,13 +140,38 @@ def encode(
         tasks, jsonl = _plan(found, output, len(inputs), resolved)
         checkpoint = model_or_bundled(model)
         one_file_each = resolved != "jsonl" and all(t.target is not None for t in tasks)
-        corpus_args = (tasks, problems, checkpoint, output, resolved, source_speaker, prior, overwrite,
-                       resume, manifest, batch_size, device, jobs, quiet)  # fmt: skip
-        if corpus_encode.torchrun_world_size() > 1 or resume or manifest is not None or (batch_size or 1) > 1:
-            _encode_corpus(*corpus_args)
-        codec = Codec.load(checkpoint, device)
-        if batch_size is None and one_file_each and default_batch_size(codec.device) > 1:
-            _encode_corpus(*corpus_args, codec)  # a GPU: padded batches by default (same codes)
+        corpus = (
+            corpus_encode.torchrun_world_size() > 1 or resume or manifest is not None or (batch_size or 1) > 1
+        )
+        if corpus and not one_file_each:
+            raise typer.BadParameter(
+                "torchrun, --resume, --manifest and --batch-size write one file per input: give -o DIR "
+                "(or no -o) and --format vqt, npy or txt",
+                param_hint="-o",
+            )
+        # The corpus path loads the model itself (under torchrun: on this rank's GPU). A plain run
+        # on a GPU takes it too, for padded batches by default (the same codes as per-file encoding).
+        codec = None if corpus else Codec.load(checkpoint, device)
+        if codec is None or (batch_size is None and one_file_each and default_batch_size(codec.device) > 1):
+            with io.CorpusReporter(quiet, problems) as corpus_report:
+                corpus_encode.run_corpus(
+                    checkpoint if codec is None else codec,
+                    tasks,
+                    fmt=resolved,
+                    overwrite=overwrite,
+                    resume=resume,
+                    speaker=source_speaker,
+                    prior=prior,
+                    workers=jobs,
+                    batch_size=batch_size,
+                    manifest=manifest,
+                    out_dir=None if output is None or output == io.STDIO else Path(output),
+                    device=device,
+                    on_start=corpus_report.on_start,
+                    on_outcome=corpus_report.on_outcome,
+                )
+            corpus_report.summary()
+            raise typer.Exit(corpus_report.exit_code)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("encode", len(tasks), quiet, problems) as report:
             encode_files(
@@ -171,52 +186,5 @@ def encode(
                 on_outcome=report.on_outcome,
                 prior=coding_prior,
             )
-    report.summary()
-    raise typer.Exit(report.exit_code)
-
-
-def _encode_corpus(
-    tasks: list[Task],
-    problems: list[io.Problem],
-    model: Path,
-    output: str | None,
-    fmt: str,
-    speaker: str | None,
-    prior: Path | None,
-    overwrite: bool,
-    resume: bool,
-    manifest: Path | None,
-    batch_size: int | None,
-    device: str,
-    jobs: int,
-    quiet: bool,
-    codec: Codec | None = None,
-) -> None:
-    """The corpus path (torchrun shards, --resume, --manifest, batches): report and exit."""
-    if any(t.target is None for t in tasks) or fmt == "jsonl":
-        raise typer.BadParameter(
-            "torchrun, --resume, --manifest and --batch-size write one file per input: give -o DIR "
-            "(or no -o) and --format vqt, npy or txt",
-            param_hint="-o",
-        )
-    with corpus_encode.torchrun_group(device) as group:
-        if codec is None:
-            codec = Codec.load(model, device, group.local_rank)
-        if group.world_size > 1 and manifest is None:
-            manifest = _default_manifest(output, tasks)
-        job = corpus_encode.CorpusJob(
-            fmt=fmt,
-            overwrite=overwrite,
-            resume=resume,
-            speaker=speaker,
-            prior=load_prior(prior) if prior is not None else None,
-            workers=jobs,
-            batch_size=batch_size or default_batch_size(codec.device),
-            manifest=manifest,
-        )
-        verb = f"encode (rank {group.rank}/{group.world_size})" if group.world_size > 1 else "encode"
-        share = len(corpus_encode.my_tasks(tasks, group.rank, group.world_size))
-        with io.Reporter(verb, share, quiet, problems if group.rank == 0 else ()) as report:
-            corpus_encode.encode_corpus(codec, tasks, job, group=group, on_outcome=report.on_outcome)
     report.summary()
     raise typer.Exit(report.exit_code)

@@ -8,6 +8,7 @@
   cannot work (``-o -`` with several inputs, ``-o FILE`` that is a folder, ...) are usage errors.
 * :class:`Reporter`: a progress bar on stderr when it is a terminal, one ``error: INPUT: reason``
   line per failed input, a summary, and the exit code (0 all done, 1 some failed).
+  :class:`CorpusReporter` starts one when the corpus encoder says this rank's share.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from vqspeech.audio import FORMATS
 from vqspeech.batch import Outcome, Task
+from vqspeech.corpus_encode import CorpusShare
 from vqspeech.manifest import read_manifest
 from vqspeech_cli.errors import printable, stderr
 
@@ -283,3 +285,42 @@ class Reporter:
         wall = time.perf_counter() - self._start
         line = f"{self.verb}: {self.done} done ({self.seconds:.1f} s of audio) in {wall:.1f} s"
         stderr.print(line + (f", [bold red]{self.failed} failed[/]" if self.failed else ""))
+
+
+class CorpusReporter:
+    """encode's corpus path (:func:`vqspeech.corpus_encode.run_corpus`): a :class:`Reporter` that
+    starts when the library says this process's share (``on_start``, after the model is loaded),
+    so the bar counts this rank's inputs, the summary names the rank under torchrun, and only
+    rank 0 names the arguments that gave nothing. Use as a context manager around the run."""
+
+    def __init__(self, quiet: bool, problems: Sequence[Problem] = ()) -> None:
+        self.quiet = quiet
+        self.problems = list(problems)
+        self.report: Reporter | None = None
+
+    def __enter__(self) -> CorpusReporter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.report is not None:
+            self.report.__exit__(kind, exc, tb)
+
+    def on_start(self, share: CorpusShare) -> None:
+        verb = f"encode (rank {share.rank}/{share.world_size})" if share.world_size > 1 else "encode"
+        problems = self.problems if share.rank == 0 else ()
+        self.report = Reporter(verb, share.n_tasks, self.quiet, problems).__enter__()
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        assert self.report is not None, "on_start comes first"
+        self.report.on_outcome(outcome)
+
+    @property
+    def exit_code(self) -> int:
+        assert self.report is not None, "on_start comes first"
+        return self.report.exit_code
+
+    def summary(self) -> None:
+        assert self.report is not None, "on_start comes first"
+        self.report.summary()

@@ -15,13 +15,14 @@ import torch
 from helpers import make_checkpoint, tiny_recipe, tone, write_tone
 from typer.testing import CliRunner
 
+from vqspeech.batch import Task, convert_files
 from vqspeech.checkpoint import load_checkpoint, model_fingerprint
 from vqspeech.codec import Codec
 from vqspeech.config import SpeakerEncoderConfig, load_recipe, recipe_from_dict
 from vqspeech.data.batches import StepBatches
 from vqspeech.describe import describe_tokens
 from vqspeech.errors import ConfigError, TokenFormatError
-from vqspeech.inference import decode_tokens, encode_file
+from vqspeech.inference import DecodeOptions, decode_tokens, encode_file
 from vqspeech.model import VQVAE
 from vqspeech.nn.speaker import PITCH_CENTRE, PITCH_OCTAVES, log2_f0_sums
 from vqspeech.recipe_io import to_dict
@@ -321,3 +322,17 @@ def test_voice_options_usage_and_errors(tmp_path: Path, codec: Codec) -> None:
     vqt.write_bytes(dumps(encode_file(codec, source)))
     table = runner.invoke(app, ["info", str(vqt)])
     assert table.exit_code == 0 and "64 bits" in table.output and "speaker vector" in table.output
+
+
+def test_batches_take_a_reference_vector_in_the_options_or_recordings_not_both(
+    tmp_path: Path, codec: Codec
+) -> None:
+    source = write_tone(tmp_path / "s01_001.wav", 0.3, f0=180)
+    low = write_tone(tmp_path / "low.wav", 0.4, f0=90, seed=1)
+    by_recording, by_vector = tmp_path / "rec.wav", tmp_path / "vec.wav"
+    assert convert_files(codec, [Task(source, by_recording)], reference=[low])[0].ok
+    vector = DecodeOptions(reference=codec.reference_vector([low]))
+    assert convert_files(codec, [Task(source, by_vector)], vector)[0].ok
+    assert np.array_equal(sf.read(by_recording)[0], sf.read(by_vector)[0])
+    with pytest.raises(ConfigError, match="not both"):
+        convert_files(codec, [Task(source, tmp_path / "x.wav")], vector, reference=[low])

@@ -18,13 +18,13 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import torch
 
-from vqspeech.codec import DECODE_CHUNK_FRAMES, ENCODE_CHUNK_FRAMES, Codec
+from vqspeech.codec import ENCODE_CHUNK_FRAMES, Codec
 from vqspeech.describe import describe_any
 from vqspeech.errors import ConfigError, VQSpeechError
 from vqspeech.files import LineSink, refuse_existing
@@ -235,65 +235,55 @@ def encode_files(
 def decode_files(
     codec: Codec,
     tasks: Sequence[Task],
+    options: DecodeOptions | None = None,
     *,
-    speaker: str | None = None,
     reference: Sequence[str | os.PathLike[str]] = (),
-    seed: int = 0,
-    temperature: float = 1.0,
-    sample_rate: int | None = None,
-    decoder: str | None = None,
     force: bool = False,
-    overwrite: bool = False,
+    prior: PriorCheckpoint | None = None,
     stream: BinaryIO | None = None,
     workers: int = 1,
-    chunk_frames: int = DECODE_CHUNK_FRAMES,
     on_outcome: OutcomeFn | None = None,
     on_progress: TaskProgressFn | None = None,
-    prior: PriorCheckpoint | None = None,
 ) -> list[Outcome]:
     """:func:`decode_file` on every task (token file -> audio); one :class:`Outcome` per task.
 
-    An unknown ``speaker`` raises (CheckpointError listing the known ones) before any input runs.
+    ``options`` (default :class:`DecodeOptions` ()) are the same for every file: voice,
+    sampling, output rate, decoder family, overwriting, chunk size. An unknown
+    ``options.speaker`` raises (CheckpointError listing the known ones) before any input runs.
     ``reference``: audio files of the voice to decode in (averaged, see
-    :meth:`Codec.reference_vector`), read once before any input; not with ``speaker``.
-    Each file is decoded with its own generator seeded with ``seed``, so a file's audio does not
-    depend on the other inputs or on ``workers``. ``prior`` decodes entropy-coded inputs (packed
+    :meth:`Codec.reference_vector`), read once before any input; not with ``options.speaker``
+    or ``options.reference``. Each file is decoded with its own generator seeded with
+    ``options.seed``, so a file's audio does not depend on the other inputs or on ``workers``.
+    ``force`` decodes tokens of another model; ``prior`` decodes entropy-coded inputs (packed
     ones ignore it).
     """
-    job = DecodeOptions(speaker, None, seed, temperature, sample_rate, decoder, overwrite, chunk_frames)
     verb = functools.partial(decode_file, force=force, prior=prior)
     return _audio_batch(
-        codec, tasks, verb, "decode_files", job, reference, False, stream, workers, on_outcome, on_progress
-    )
+        codec, tasks, verb, "decode_files", options or DecodeOptions(), reference=reference, required=False,
+        stream=stream, workers=workers, on_outcome=on_outcome, on_progress=on_progress,
+    )  # fmt: skip
 
 
 def convert_files(
     codec: Codec,
     tasks: Sequence[Task],
+    options: DecodeOptions | None = None,
     *,
-    speaker: str | None = None,
     reference: Sequence[str | os.PathLike[str]] = (),
-    seed: int = 0,
-    temperature: float = 1.0,
-    sample_rate: int | None = None,
-    decoder: str | None = None,
-    overwrite: bool = False,
     stream: BinaryIO | None = None,
     workers: int = 1,
-    chunk_frames: int = DECODE_CHUNK_FRAMES,
     on_outcome: OutcomeFn | None = None,
     on_progress: TaskProgressFn | None = None,
 ) -> list[Outcome]:
-    """:func:`convert_file` on every task (audio -> ``speaker``'s voice, or the voice of the
-    ``reference`` recordings, read and averaged once); one :class:`Outcome` each.
+    """:func:`convert_file` on every task (audio -> ``options.speaker``'s voice, or the voice of
+    the ``reference`` recordings, read and averaged once); one :class:`Outcome` each.
 
-    Gives the same audio as :func:`encode_files` then :func:`decode_files` with the same
-    ``speaker`` or ``reference`` and ``seed``.
+    ``options`` as for :func:`decode_files`. Gives the same audio as :func:`encode_files` then
+    :func:`decode_files` with the same voice and ``options.seed``.
     """
-    job = DecodeOptions(speaker, None, seed, temperature, sample_rate, decoder, overwrite, chunk_frames)
     return _audio_batch(
-        codec, tasks, convert_file, "convert_files", job, reference, True, stream, workers, on_outcome,
-        on_progress,
+        codec, tasks, convert_file, "convert_files", options or DecodeOptions(), reference=reference,
+        required=True, stream=stream, workers=workers, on_outcome=on_outcome, on_progress=on_progress,
     )  # fmt: skip
 
 
@@ -302,7 +292,8 @@ def _audio_batch(
     tasks: Sequence[Task],
     verb: Callable[..., float],
     what: str,
-    job: DecodeOptions,
+    options: DecodeOptions,
+    *,
     reference: Sequence[str | os.PathLike[str]],
     required: bool,
     stream: BinaryIO | None,
@@ -311,13 +302,13 @@ def _audio_batch(
     on_progress: TaskProgressFn | None,
 ) -> list[Outcome]:
     """Check the batch's voice and decoder once, then ``verb`` (decode_file / convert_file) per task."""
-    job = replace(job, reference=batch_voice(codec, job.speaker, reference, required=required))
-    codec.check_decoder(job.decoder)
+    options = batch_voice(codec, options, reference, required=required)
+    codec.check_decoder(options.decoder)
     _check_stream_tasks(tasks, stream, what)
 
     def work(task: Task) -> tuple[float, Any]:
         progress = _bind(on_progress, task)
-        return verb(codec, task.source, _destination(task, stream), job, on_progress=progress), None
+        return verb(codec, task.source, _destination(task, stream), options, on_progress=progress), None
 
     return _run(tasks, work, workers=workers, on_outcome=on_outcome)
 

@@ -15,7 +15,10 @@
 * **Manifest.** One :class:`~vqspeech.manifest.ManifestEntry` per input; under torchrun each
   rank writes its part, and rank 0 merges them after a barrier (see :mod:`vqspeech.manifest`).
 
-Without torchrun, resume, manifest or batches, the CLI calls :func:`encode_files` as before.
+:func:`run_corpus` is the whole job as ``vqspeech encode`` runs it: join torchrun, load the
+model on this rank's device, fill in the defaults that depend on them (batch size, manifest),
+then :func:`encode_corpus`. Without torchrun, resume, manifest or batches, the CLI calls
+:func:`encode_files` as before.
 """
 
 from __future__ import annotations
@@ -27,20 +30,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch.distributed as dist
 
 from vqspeech.audio import load_audio
 from vqspeech.batch import TOKEN_FORMATS, Outcome, OutcomeFn, Task, encode_files
-from vqspeech.batch_encode import encode_batches
+from vqspeech.batch_encode import default_batch_size, encode_batches
 from vqspeech.codec import Codec
 from vqspeech.errors import ConfigError, VQSpeechError
 from vqspeech.files import refuse_existing
 from vqspeech.inference import write_token_output
 from vqspeech.loop import Distributed, init_distributed
 from vqspeech.manifest import ManifestEntry, merge_rank_manifests, rank_manifest_path, write_manifest
-from vqspeech.prior_checkpoint import PriorCheckpoint, unpack_tokens
+from vqspeech.prior_checkpoint import PriorCheckpoint, load_prior, unpack_tokens
 from vqspeech.shard import audio_durations, shard_by_duration
 from vqspeech.tokens import SPEAKER_VECTOR_KEY, CodedTokens, load_container, parse_txt, read_npy
 
@@ -265,6 +268,89 @@ def encode_corpus(
         )  # fmt: skip
     _write_manifest(entries, job.manifest, group)
     return entries
+
+
+class CorpusShare(NamedTuple):
+    """This process's part of a corpus job: ``rank`` of ``world_size`` (0 of 1 alone) and
+    ``n_tasks``, how many of the inputs it encodes (all of them alone)."""
+
+    rank: int
+    world_size: int
+    n_tasks: int
+
+
+class CorpusRun(NamedTuple):
+    """What :func:`run_corpus` did in this process: its ``share``, the manifest ``entries`` of its
+    inputs (in the order they finished), and the ``manifest`` file of the whole job (None: none)."""
+
+    share: CorpusShare
+    entries: list[ManifestEntry]
+    manifest: Path | None
+
+
+def run_corpus(
+    model: str | os.PathLike[str] | Codec,
+    tasks: Sequence[Task],
+    *,
+    fmt: str = "vqt",
+    overwrite: bool = False,
+    resume: bool = False,
+    speaker: str | None = None,
+    prior: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    batch_size: int | None = None,
+    manifest: Path | None = None,
+    out_dir: Path | None = None,
+    device: str = "auto",
+    on_start: Callable[[CorpusShare], None] | None = None,
+    on_outcome: OutcomeFn | None = None,
+) -> CorpusRun:
+    """Encode a corpus as ``vqspeech encode`` does under torchrun or with --resume, --manifest or
+    --batch-size: every rank calls it with the same ``tasks`` (each with a target file).
+
+    Joins the torchrun job the environment describes, if any (:func:`torchrun_group`), loads
+    ``model`` (a checkpoint path) on this rank's device (``device``: auto/cpu/cuda; a
+    :class:`Codec` is used as it is), reads the ``prior`` checkpoint if given, and runs
+    :func:`encode_corpus` on this rank's share with a :class:`CorpusJob` of these settings
+    (``fmt`` vqt/npy/txt, ``overwrite``, ``resume``, header ``speaker``, ``workers`` threads).
+    ``batch_size`` None: :func:`~vqspeech.batch_encode.default_batch_size` of the model's device
+    (16 files per padded batch on a GPU, 1 on a CPU). ``manifest`` None: none alone; under
+    torchrun ``out_dir``/manifest.jsonl when the targets lie under ``out_dir`` (the ``-o``
+    folder), so the ranks' parts are merged somewhere.
+
+    ``on_start`` is called once, before any input is encoded, with this process's
+    :class:`CorpusShare` (to size a progress display); ``on_outcome`` sees each of this rank's
+    inputs once. Library errors (a bad model or prior, an unknown speaker) raise
+    :class:`~vqspeech.errors.VQSpeechError`; failing inputs do not, they are outcomes.
+    """
+    with torchrun_group(device) as group:
+        codec = model if isinstance(model, Codec) else Codec.load(model, device, group.local_rank)
+        if group.world_size > 1 and manifest is None:
+            manifest = _default_manifest(out_dir, tasks)
+        job = CorpusJob(
+            fmt=fmt,
+            overwrite=overwrite,
+            resume=resume,
+            speaker=speaker,
+            prior=load_prior(prior) if prior is not None else None,
+            workers=workers,
+            batch_size=batch_size or default_batch_size(codec.device),
+            manifest=manifest,
+        )
+        share = CorpusShare(group.rank, group.world_size, len(my_tasks(tasks, group.rank, group.world_size)))
+        if on_start is not None:
+            on_start(share)
+        entries = encode_corpus(codec, tasks, job, group=group, on_outcome=on_outcome)
+    return CorpusRun(share, entries, manifest)
+
+
+def _default_manifest(out_dir: Path | None, tasks: Sequence[Task]) -> Path | None:
+    """``out_dir``/manifest.jsonl when some target lies under ``out_dir``, else None."""
+    if out_dir is None:
+        return None
+    if any(t.target is not None and out_dir in t.target.parents for t in tasks):
+        return out_dir / "manifest.jsonl"
+    return None
 
 
 def _clashes(tasks: Sequence[Task]) -> dict[Task, str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -367,17 +367,26 @@ def _target_voice(speaker: str | None, reference: SpeakerVector | None) -> Voice
 
 
 def batch_voice(
-    codec: Codec, speaker: str | None, reference: Sequence[str | os.PathLike[str]], *, required: bool
-) -> SpeakerVector | None:
-    """Check a batch's voice once, before any input runs; the reference vector (read once) or None.
+    codec: Codec,
+    options: DecodeOptions,
+    recordings: Sequence[str | os.PathLike[str]] = (),
+    *,
+    required: bool,
+) -> DecodeOptions:
+    """Check a batch's voice once, before any input runs; ``options`` with ``reference`` set to
+    the voice of ``recordings`` (read and averaged once, :meth:`Codec.reference_vector`) when
+    they are given.
 
-    ``required``: conversion needs a target (a known speaker or a reference); decoding may
-    fall back on each token file's own voice.
+    ``options.speaker``, ``options.reference`` (a vector already at hand) or ``recordings``:
+    at most one (ConfigError). ``required``: conversion needs a target (a known speaker or a
+    reference); decoding may fall back on each token file's own voice.
     """
-    _check_voice_choice(speaker, reference)
-    vector = codec.reference_vector(reference) if reference else None
+    if recordings and options.reference is not None:
+        raise ConfigError("give reference recordings or a reference vector, not both")
+    _check_voice_choice(options.speaker, recordings or options.reference)
+    vector = codec.reference_vector(recordings) if recordings else options.reference
     if required:
-        voice_tensor(codec, _target_voice(speaker, vector))
-    elif speaker is not None:
-        codec.speaker_id(speaker)
-    return vector
+        voice_tensor(codec, _target_voice(options.speaker, vector))
+    elif options.speaker is not None:
+        codec.speaker_id(options.speaker)
+    return replace(options, reference=vector)

@@ -8,7 +8,7 @@ import typer
 
 from vqspeech import corpus_encode
 from vqspeech.batch import decode_files
-from vqspeech.bundled import model_or_bundled
+from vqspeech.bundled import model_or_bundled, prior_or_bundled
 from vqspeech.codec import Codec
 from vqspeech.inference import DecodeOptions
 from vqspeech.prior_checkpoint import load_prior
@@ -83,7 +83,8 @@ def decode(
 
     Without -m: the model bundled with vqspeech (decode needs the model that encoded the tokens).
 
-    Files entropy-coded with a prior (encode --prior) need --prior with that prior.
+    Files entropy-coded with a prior (encode --prior) need --prior with that prior; without -m and
+    --prior, the prior bundled with vqspeech is used (files encoded with --prior bundled).
 
     Under torchrun (torchrun --nproc_per_node N -m vqspeech_cli.main decode ...) each rank decodes
     its share of the inputs, balanced by duration.
@@ -99,6 +100,7 @@ def decode(
             tasks = corpus_encode.my_tasks(tasks, rank, world, durations)
             problems = problems if rank == 0 else []
         codec = Codec.load(model_or_bundled(model), device, local_rank)
+        prior = prior_or_bundled(prior, model, implicit=True)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("decode", len(tasks), quiet, problems) as report:
             decode_files(

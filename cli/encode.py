@@ -12,7 +12,7 @@ from vqspeech import corpus_encode
 from vqspeech.audio import AUDIO_EXTENSIONS
 from vqspeech.batch import TOKEN_FORMATS, Task, encode_files
 from vqspeech.batch_encode import default_batch_size
-from vqspeech.bundled import model_or_bundled
+from vqspeech.bundled import model_or_bundled, prior_or_bundled
 from vqspeech.codec import Codec
 from vqspeech.prior_checkpoint import load_prior
 from vqspeech_cli import io
@@ -139,6 +139,7 @@ def encode(
         found, problems = io.expand_inputs(inputs, AUDIO_EXTENSIONS)
         tasks, jsonl = _plan(found, output, len(inputs), resolved)
         checkpoint = model_or_bundled(model)
+        prior = prior_or_bundled(prior, model)
         one_file_each = resolved != "jsonl" and all(t.target is not None for t in tasks)
         corpus = (
             corpus_encode.torchrun_world_size() > 1 or resume or manifest is not None or (batch_size or 1) > 1

@@ -113,7 +113,7 @@ Prior = Annotated[
         "--prior",
         help="A prior over this model's codes (from vqspeech prior train). encode: "
         "arithmetic-code each token file's codes with it (demo model: 3.8 instead of 9 bits per code; vqt "
-        "output only). decode: "
+        "output only); 'bundled': the prior shipped with the bundled model. decode: "
         "needed for files coded with a prior (the one named in their header); plain files ignore it.",
         metavar="PRIOR",
     ),

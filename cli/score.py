@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vqspeech.audio import AUDIO_EXTENSIONS
+from vqspeech.bundled import prior_or_bundled
 from vqspeech.codec import Codec
 from vqspeech.evaluation.measures import ReconstructionScores
 from vqspeech.evaluation.transcode import ScoreReport, score_recordings
@@ -91,6 +92,7 @@ def score_command(
         stderr.print(f"[bold red]error:[/] {safe(problem.label)}: {safe(problem.reason)}")
     with boundary():
         codec = Codec.load(model, device)
+        prior = prior_or_bundled(prior, model)
         loaded_prior = load_prior(prior) if prior is not None else None
         report = score_recordings(
             codec,

@@ -20,12 +20,14 @@ import pytest
 import soundfile as sf
 import torch
 from helpers import flip_weight_bytes, make_checkpoint, write_tone
+from test_cli_entropy import make_prior
 from typer.testing import CliRunner
 
 from vqspeech import bundled
 from vqspeech.checkpoint import load_checkpoint, save_checkpoint
 from vqspeech.codec import Codec
-from vqspeech.tokens import load_tokens
+from vqspeech.prior_checkpoint import load_prior
+from vqspeech.tokens import CodedTokens, load_container, load_tokens
 from vqspeech_cli.main import app
 
 runner = CliRunner()
@@ -68,6 +70,14 @@ def shipped(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     return path
 
 
+@pytest.fixture
+def shipped_prior(tmp_path: Path, shipped: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny random prior over ``shipped``'s codes, installed as the bundled prior."""
+    path = make_prior(shipped.parent / "default-prior.pt", shipped, seed=0)
+    monkeypatch.setattr(bundled, "bundled_prior_path", lambda: path)
+    return path
+
+
 def _samples(path: Path) -> np.ndarray:
     data, _ = sf.read(path, dtype="int16")
     return np.asarray(data)
@@ -103,6 +113,36 @@ def test_convert_and_speakers_default_to_the_bundled_model(tmp_path: Path, shipp
     code, out, _ = run("speakers", "--json")
     assert code == 0
     assert [row["name"] for row in json.loads(out)] == ["s01", "s02", "s03"]
+
+
+def test_prior_bundled_codes_and_decodes_without_flags(tmp_path: Path, shipped_prior: Path) -> None:
+    wav = write_tone(tmp_path / "s02" / "x.wav", seconds=0.5)
+    assert run("encode", wav, "-o", tmp_path / "plain.vqt", "-q")[0] == 0
+    assert run("encode", wav, "--prior", "bundled", "-o", tmp_path / "coded.vqt", "-q")[0] == 0
+    coded = load_container(tmp_path / "coded.vqt")
+    assert isinstance(coded, CodedTokens)  # entropy-coded only when asked: plain stays the default
+    assert coded.prior_fingerprint == load_prior(shipped_prior).fingerprint
+    assert load_container(tmp_path / "plain.vqt").header.coding != "arithmetic"
+    # decode without -m and --prior: the bundled prior; the same audio as the plain file
+    for name in ("plain", "coded"):
+        code, _, err = run("decode", tmp_path / f"{name}.vqt", "-o", tmp_path / f"{name}.wav", "-q")
+        assert code == 0, err
+    np.testing.assert_array_equal(_samples(tmp_path / "plain.wav"), _samples(tmp_path / "coded.wav"))
+    # with another model named, the bundled prior is not assumed
+    code, _, err = run(
+        "decode", tmp_path / "coded.vqt", "-m", shipped_prior.parent / "default.pt", "-o", tmp_path / "m.wav"
+    )
+    assert code == 1 and "--prior" in err
+
+
+def test_prior_bundled_without_one_shipped_says_so(
+    tmp_path: Path, shipped: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundled, "BUNDLED_PRIOR", tmp_path / "none.pt")
+    wav = write_tone(tmp_path / "x.wav", seconds=0.3)
+    code, out, err = run("encode", wav, "--prior", "bundled", "-o", tmp_path / "x.vqt")
+    assert code == 1 and "no prior is bundled" in err and "Traceback" not in out + err
+    assert not (tmp_path / "x.vqt").exists()
 
 
 def test_a_corrupted_bundled_model_is_refused(tmp_path: Path, shipped: Path) -> None:

@@ -39,6 +39,11 @@ from vqspeech.files import write_text_atomic
 #: Where the shipped model and its card live inside the installed package.
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BUNDLED_MODEL = MODELS_DIR / "default.pt"
+#: The prior over the shipped model's codes, for entropy-coded token files (``--prior bundled``);
+#: optional: an install without it encodes and decodes plain files as before.
+BUNDLED_PRIOR = MODELS_DIR / "default-prior.pt"
+#: What ``--init`` and ``--prior`` accept for the shipped files (unless a path of that name exists).
+BUNDLED_NAME = "bundled"
 #: The card's file: the model file's name with this suffix.
 CARD_SUFFIX = ".json"
 #: Card fields the author writes (export fills in ``fingerprint`` and ``training.steps``).
@@ -59,6 +64,42 @@ def bundled_model_path() -> Path:
 def model_or_bundled(model: str | os.PathLike[str] | None) -> Path:
     """``model`` when given, else :func:`bundled_model_path` (what every ``--model`` defaults to)."""
     return Path(model) if model is not None else bundled_model_path()
+
+
+def bundled_prior_path() -> Path:
+    """The shipped prior's file; :class:`CheckpointError` when this install has none."""
+    if not BUNDLED_PRIOR.is_file():
+        raise CheckpointError(
+            "no prior is bundled with this install; pass --prior PRIOR (a run folder or .pt from "
+            "vqspeech prior train)"
+        )
+    return BUNDLED_PRIOR
+
+
+def names_bundled(path: str | os.PathLike[str] | None) -> bool:
+    """True for the word ``bundled`` given where a file is expected (and no such file exists)."""
+    return path is not None and str(path) == BUNDLED_NAME and not Path(path).exists()
+
+
+def prior_or_bundled(
+    prior: str | os.PathLike[str] | None, model: str | os.PathLike[str] | None, *, implicit: bool = False
+) -> Path | None:
+    """The prior a command uses: ``--prior bundled`` is the shipped prior, a path is itself.
+
+    With ``implicit`` (decoding) and neither ``--prior`` nor ``--model``, the shipped prior where
+    one ships, so files encoded with ``--prior bundled`` decode without flags (plain files
+    ignore it); otherwise None: encoding never entropy-codes unless asked to.
+    """
+    if names_bundled(prior):
+        return bundled_prior_path()
+    if prior is not None:
+        return Path(prior)
+    if implicit and model is None:
+        try:
+            return bundled_prior_path()
+        except CheckpointError:  # none shipped: coded files then ask for --prior themselves
+            return None
+    return None
 
 
 def card_path(model_path: str | os.PathLike[str]) -> Path:

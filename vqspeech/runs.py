@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from vqspeech.bundled import bundled_model_path
+from vqspeech.bundled import bundled_model_path, names_bundled
 from vqspeech.config import load_recipe
 from vqspeech.errors import ConfigError
 from vqspeech.evaluation import EvalReport, evaluate_model
@@ -58,7 +58,7 @@ def train_run(
         vision = load_vision_recipe(recipe, overrides)
         return train_vision(vision, data, out, steps=steps, resume=resume, device=device, callback=callback)
     speech = load_recipe(recipe, overrides)  # a missing recipe file is named first
-    if init is not None and str(init) == "bundled" and not init.exists():
+    if names_bundled(init):
         init = bundled_model_path()
     corpus = _need_data(data, "speech recipes need --data: a VCTK root, a speaker folder or a manifest")
     return train(

@@ -40,8 +40,6 @@ def check_range(array: NDArray[Any], codebook_size: int, source: str) -> None:
         )
 
 
-
-
 def _check_bits(bits: int) -> None:
     if type(bits) is not int or not 1 <= bits <= MAX_BITS:
         raise ValueError(f"bits must be an integer in [1, {MAX_BITS}], got {bits!r}")

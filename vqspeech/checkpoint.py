@@ -124,6 +124,7 @@ _ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("speaker_encoder", "pitch"): False,
     ("speaker_encoder",): None,  # None: dropped whenever the encoder is off
     ("spectrogram", "frame_stride"): 1,
+    ("spectrogram", "phase_init"): "random",
     ("code_adversary",): 0.0,
     ("families",): {},  # settings of registered decoder families; the built-in ones keep their own
 }

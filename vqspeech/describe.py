@@ -265,4 +265,3 @@ def list_speakers(checkpoint: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """
     ckpt = load_checkpoint(Path(checkpoint))
     return [{**row, "id": i, "name": str(row["name"])} for i, row in enumerate(ckpt.speakers)]
-

@@ -25,6 +25,7 @@ from vqspeech.errors import ConfigError
 
 T = TypeVar("T")
 
+
 def to_dict(obj: Any) -> Any:
     """A dataclass tree as plain JSON/YAML-safe data (tuples become lists)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

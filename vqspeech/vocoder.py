@@ -14,6 +14,14 @@ envelope is computed once, overlap-add is ``n_fft / hop`` slice additions, and o
 phase update is one fused numba loop (numba is already a librosa dependency). Against the
 ``torch.istft`` loop it replaced (``benchmarks/bench_vocoder.py``, 3 s, 12 iterations):
 181x vs 98x real time on one thread, 206x vs 170x on two; same algorithm, same result.
+
+:func:`pghi_phase` is phase gradient heap integration (Průša, Balazs and Søndergaard, "A
+noniterative method for reconstruction of phase from STFT magnitude", IEEE/ACM TASLP 2017):
+phases read off the magnitudes' own gradients, used by :func:`griffin_lim` (``init="pghi"``) as
+its starting point instead of random phases. Measured (issue 16, Festival voices the model
+never heard, 10 files, 12 iterations): from true magnitudes PESQ-WB 4.35 vs 3.80 and STOI 0.996
+vs 0.983; from a spectrogram decoder's predicted magnitudes DNSMOS OVRL 2.10 vs 1.97, PESQ 1.33
+vs 1.31, STOI equal.
 """
 
 from __future__ import annotations
@@ -134,19 +142,28 @@ def griffin_lim(
     n_iter: int = 32,
     momentum: float = 0.99,
     generator: torch.Generator | None = None,
+    init: str = "random",
 ) -> Tensor:
     """Magnitudes ``[B, n_fft // 2 + 1, frames]`` -> float audio ``[B, length]``.
 
-    Starts from random phases (``generator`` makes it repeatable) and runs ``n_iter``
-    fast Griffin-Lim iterations with ``momentum`` (0 gives the classic algorithm). The
-    frames are those of a centred Hann STFT (``n_fft`` a multiple of ``hop_length``).
+    Starts from random phases (``init="random"``; ``generator`` makes them repeatable) or from
+    :func:`pghi_phase` (``init="pghi"``; deterministic, ``generator`` unused) and runs
+    ``n_iter`` fast Griffin-Lim iterations with ``momentum`` (0 gives the classic algorithm).
+    The frames are those of a centred Hann STFT (``n_fft`` a multiple of ``hop_length``).
     """
     if n_fft % hop_length:
         raise ValueError(f"n_fft ({n_fft}) must be a multiple of hop_length ({hop_length})")
+    if init not in PHASE_INITS:
+        raise ValueError(f"init must be one of {PHASE_INITS}, got {init!r}")
     grid = _FrameGrid(n_fft, hop_length, magnitude.shape[-1], length, magnitude.device)
     mag = magnitude.float().transpose(1, 2).contiguous()  # [B, frames, bins]
-    phase = torch.rand(mag.shape, generator=generator, device="cpu").to(mag.device)
-    spectrum = torch.polar(mag, 2 * torch.pi * phase)
+    if init == "pghi":
+        log_mag = torch.log(magnitude.float().clamp(min=1e-10))
+        phase = pghi_phase(log_mag, n_fft, hop_length).transpose(1, 2).contiguous()
+        spectrum = torch.polar(mag, phase.to(mag.device))
+    else:
+        phase = torch.rand(mag.shape, generator=generator, device="cpu").to(mag.device)
+        spectrum = torch.polar(mag, 2 * torch.pi * phase)
     compiled = mag.device.type == "cpu" and not mag.requires_grad
     update = _numba_phase_update() if compiled else None
     update = update or _torch_phase_update
@@ -157,3 +174,131 @@ def griffin_lim(
         spectrum = update(rebuilt, previous, mag, alpha)
         previous = rebuilt
     return grid.inverse(spectrum)
+
+
+#: How :func:`griffin_lim` starts: random phases, or phase gradient heap integration.
+PHASE_INITS = ("random", "pghi")
+#: Time-frequency spread of the Gaussian that best fits a Hann window of ``n_fft`` samples, over
+#: ``n_fft ** 2`` (the ``gamma`` of Průša et al. for Hann, in samples squared).
+HANN_GAMMA = 0.25645
+#: Bins more than this far below the loudest (natural log: 100 dB) keep phase 0: their phase
+#: cannot be heard, and integrating through them only carries noise into louder bins.
+PGHI_TOLERANCE = -11.5
+
+
+def pghi_phase(log_magnitude: Tensor, n_fft: int, hop_length: int) -> Tensor:
+    """Natural-log magnitudes ``[B, n_fft // 2 + 1, frames]`` of a centred Hann STFT -> phases (radians).
+
+    Phase gradient heap integration: for a Gaussian window the phase's time derivative (the
+    instantaneous frequency) is the bin's frequency plus ``hop * n_fft / gamma`` times the
+    log-magnitude's slope across bins, and its frequency derivative is ``-gamma / (hop * n_fft)``
+    times the slope across frames. Starting from the loudest bin, phases are integrated
+    (trapezoid rule) into the neighbours of the loudest bins done so far, so every step is
+    taken where the gradients are most reliable. The result is in torch.stft's convention
+    (the FFT of each frame starts ``n_fft / 2`` before its centre). Deterministic.
+    Needs numba (a librosa dependency); without it, zeros.
+    """
+    kernel = _pghi_kernel()
+    out = torch.zeros(log_magnitude.shape, dtype=torch.float64)
+    if kernel is None:
+        return out.float()
+    gamma = HANN_GAMMA * n_fft**2
+    for b in range(log_magnitude.shape[0]):
+        s = log_magnitude[b].detach().double().cpu().numpy().T.copy()  # [frames, bins]
+        out[b] = torch.from_numpy(kernel(s, float(hop_length), float(n_fft), gamma, PGHI_TOLERANCE).T)
+    # a centred window's phase (what the gradients describe) -> torch.stft's: e^{-i pi m n_fft / n_fft}
+    shift = torch.pi * torch.arange(log_magnitude.shape[1], dtype=torch.float64)[:, None]
+    return (out - shift).float()
+
+
+@cache
+def _pghi_kernel() -> Callable[..., np.ndarray] | None:
+    """The compiled heap integration ``(s [frames, bins], hop, n_fft, gamma, tol) -> phases``."""
+    try:
+        import numba
+    except ImportError:
+        return None
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def push(keys: np.ndarray, items: np.ndarray, size: int, key: float, item: int) -> int:
+        # max-heap on keys (log magnitudes) in two flat arrays: several times faster than heapq
+        # on a list of tuples here, where every bin of a long file passes through it once
+        i = size
+        while i > 0:
+            parent = (i - 1) >> 1
+            if keys[parent] >= key:
+                break
+            keys[i], items[i] = keys[parent], items[parent]
+            i = parent
+        keys[i], items[i] = key, item
+        return size + 1
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def pop(keys: np.ndarray, items: np.ndarray, size: int) -> int:
+        top = items[0]
+        size -= 1
+        key, item = keys[size], items[size]
+        i = 0
+        while True:
+            child = 2 * i + 1
+            if child >= size:
+                break
+            if child + 1 < size and keys[child + 1] > keys[child]:
+                child += 1
+            if keys[child] <= key:
+                break
+            keys[i], items[i] = keys[child], items[child]
+            i = child
+        keys[i], items[i] = key, item
+        return top
+
+    @numba.njit(cache=True, nogil=True)
+    def kernel(s: np.ndarray, hop: float, n_fft: float, gamma: float, tol: float) -> np.ndarray:
+        frames, bins = s.shape
+        d_time = np.empty((frames, bins))  # phase advance to the next frame (radians)
+        d_freq = np.empty((frames, bins))  # phase advance to the next bin
+        for n in range(frames):
+            for m in range(bins):
+                lo, hi = max(m - 1, 0), min(m + 1, bins - 1)
+                slope_m = (s[n, hi] - s[n, lo]) / (hi - lo) if hi > lo else 0.0
+                lo, hi = max(n - 1, 0), min(n + 1, frames - 1)
+                slope_n = (s[hi, m] - s[lo, m]) / (hi - lo) if hi > lo else 0.0
+                d_time[n, m] = 2 * np.pi * hop * m / n_fft + hop * n_fft / gamma * slope_m
+                d_freq[n, m] = -gamma / (hop * n_fft) * slope_n
+        flat = s.ravel()
+        phase = np.zeros(frames * bins)
+        done = flat < flat.max() + tol  # quiet bins: phase 0, never integrated through
+        loud = np.nonzero(~done)[0]
+        order = loud[np.argsort(-flat[loud].astype(np.float32))]  # island seeds, loudest first
+        keys = np.empty(loud.size)
+        items = np.empty(loud.size, dtype=np.int64)
+        size = 0
+        for seed in order:
+            if done[seed]:
+                continue
+            done[seed] = True  # the loudest bin not reached yet starts a new island at phase 0
+            size = push(keys, items, size, flat[seed], seed)
+            while size > 0:
+                i = pop(keys, items, size)
+                size -= 1
+                n, m = i // bins, i % bins
+                # trapezoid rule: the mean of the two bins' gradients
+                if n + 1 < frames and not done[i + bins]:
+                    phase[i + bins] = phase[i] + 0.5 * (d_time[n, m] + d_time[n + 1, m])
+                    done[i + bins] = True
+                    size = push(keys, items, size, flat[i + bins], i + bins)
+                if n > 0 and not done[i - bins]:
+                    phase[i - bins] = phase[i] - 0.5 * (d_time[n, m] + d_time[n - 1, m])
+                    done[i - bins] = True
+                    size = push(keys, items, size, flat[i - bins], i - bins)
+                if m + 1 < bins and not done[i + 1]:
+                    phase[i + 1] = phase[i] + 0.5 * (d_freq[n, m] + d_freq[n, m + 1])
+                    done[i + 1] = True
+                    size = push(keys, items, size, flat[i + 1], i + 1)
+                if m > 0 and not done[i - 1]:
+                    phase[i - 1] = phase[i] - 0.5 * (d_freq[n, m] + d_freq[n, m - 1])
+                    done[i - 1] = True
+                    size = push(keys, items, size, flat[i - 1], i - 1)
+        return phase.reshape(frames, bins)
+
+    return kernel  # type: ignore[no-any-return]

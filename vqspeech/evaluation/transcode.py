@@ -185,6 +185,7 @@ def _griffin_lim_ceiling(codec: Codec, audio: np.ndarray, seed: int) -> np.ndarr
         wave.shape[1],
         n_iter=cfg.griffin_lim_iters,
         generator=generator,
+        init=cfg.phase_init,
     )
     return out.clamp(-1.0, 1.0)[0].numpy()
 

@@ -156,5 +156,6 @@ class SpectrogramDecoder(nn.Module):
             length,
             n_iter=self.config.griffin_lim_iters,
             generator=generator,
+            init=self.config.phase_init,
         )
         return audio.clamp(-1.0, 1.0)

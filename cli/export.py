@@ -32,6 +32,15 @@ def export_command(
             metavar="CARD.json",
         ),
     ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A decode-time setting to change in the copy, KEY=VALUE (model.spectrogram.phase_init, "
+            "model.spectrogram.griffin_lim_iters); the weights stay, the fingerprint is new.",
+            metavar="KEY=VALUE",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUT.pt (and OUT.json) if they exist.")
     ] = False,
@@ -40,14 +49,15 @@ def export_command(
 
     The optimizer and RNG state are left out (the training step stays, for vqspeech info).
 
-    The copy encodes and decodes exactly as the original: same fingerprint, fresh content digest.
+    The copy encodes and decodes exactly as the original: same fingerprint, fresh content digest
+    (unless --set changes how it decodes).
 
     The bundled model is made this way: -o vqspeech/models/default.pt --card card.json.
 
     Exit code 0: written (the sizes on stderr); 1: the source or card was unusable.
     """
     with boundary():
-        done = export_model(source, output, card, overwrite=overwrite)
+        done = export_model(source, output, card, overwrite=overwrite, decode_settings=settings or ())
     stderr.print(
         f"wrote {safe(done.path)}: {_mb(done.size)} (from {safe(done.source)}, {_mb(done.source_size)}), "
         f"model {done.fingerprint}, step {done.step if done.step is not None else '?'}"

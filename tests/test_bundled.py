@@ -283,6 +283,28 @@ def test_export_keeps_the_model_and_drops_the_optimizer(tmp_path: Path, run_dir:
     np.testing.assert_array_equal(_samples(tmp_path / "run.wav"), _samples(tmp_path / "cross.wav"))
 
 
+def test_export_set_changes_only_how_the_copy_decodes(tmp_path: Path, run_dir: Path) -> None:
+    out = tmp_path / "random.pt"
+    code, _, err = run("export", run_dir, "-o", out, "--set", "model.spectrogram.phase_init=random")
+    assert code == 0, err
+    source, slim = load_checkpoint(run_dir), load_checkpoint(out)
+    assert source.recipe.model.spectrogram.phase_init == "pghi"  # the demo recipe's, since issue 16
+    assert slim.recipe.model.spectrogram.phase_init == "random"
+    assert slim.fingerprint != source.fingerprint  # token files name the model that decodes them
+    assert all(torch.equal(v, source.model_state[k]) for k, v in slim.model_state.items())
+    wav = write_tone(tmp_path / "s01_x.wav", seconds=0.5, f0=140.0)
+    codes = []
+    for label, model in (("run", run_dir), ("slim", out)):
+        assert run("encode", wav, "-m", model, "-o", tmp_path / f"{label}.vqt", "-q")[0] == 0
+        codes.append(load_tokens(tmp_path / f"{label}.vqt").codes)
+    np.testing.assert_array_equal(*codes)
+    # anything that would need other weights is refused, and nothing is written
+    for setting in ("model.quantizer.codebook_size=16", "train.lr=0.1", "model.spectrogram.phase_init=zero"):
+        code, _, err = run("export", run_dir, "-o", tmp_path / "bad.pt", "--set", setting)
+        assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_export_writes_the_completed_card(
     tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,17 +24,21 @@ the card completed with the exported file's fingerprint and step.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vqspeech.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, save_checkpoint
+from vqspeech.config import Recipe, recipe_from_dict
 from vqspeech.errors import CheckpointError, ConfigError, OutputError
 from vqspeech.files import write_text_atomic
+from vqspeech.recipe_io import merge, parse_override, to_dict
 
 #: Where the shipped model and its card live inside the installed package.
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -199,6 +203,7 @@ def export_model(
     out: str | os.PathLike[str],
     card: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    decode_settings: Sequence[str] = (),
 ) -> Export:
     """Write a slim copy of checkpoint ``source`` (a file, or a run folder for its ``last.pt``) to ``out``.
 
@@ -208,6 +213,10 @@ def export_model(
     (a JSON file, see the module docstring), the card is checked, completed with the copy's
     fingerprint and step (the card's own ``training.steps`` is used only for a checkpoint that
     records none), and written beside ``out`` as ``OUT.json``.
+
+    ``decode_settings``: ``KEY=VALUE`` overrides of settings that change only how the weights are
+    decoded, never the weights (:data:`DECODE_SETTINGS`, e.g. ``model.spectrogram.phase_init=pghi``);
+    the copy then gets its own fingerprint (token files name the model they decode with).
 
     ``source`` is read with every check :func:`load_checkpoint` makes. Existing outputs are kept
     (:class:`OutputError`) unless ``overwrite``; ``out`` may never be ``source`` itself.
@@ -222,6 +231,8 @@ def export_model(
             raise OutputError(f"{target} exists; pass --overwrite to replace it")
     card_data = _read_card(card) if card is not None else None
     ckpt = load_checkpoint(src)
+    if decode_settings:
+        ckpt = dataclasses.replace(ckpt, recipe=_with_decode_settings(ckpt, decode_settings))
     step = _step(ckpt)
     fingerprint = ckpt.fingerprint
     if card_data is not None:
@@ -236,6 +247,26 @@ def export_model(
     if card_data is not None and card_out is not None:
         write_text_atomic(card_out, json.dumps(card_data, indent=2, ensure_ascii=False) + "\n", "model card")
     return Export(out, out.stat().st_size, src, src.stat().st_size, fingerprint, step, card_out)
+
+
+#: Settings :func:`export_model` may change: read only when decoding, so the weights stay valid.
+DECODE_SETTINGS = (
+    "model.spectrogram.phase_init",
+    "model.spectrogram.griffin_lim_iters",
+)
+
+
+def _with_decode_settings(ckpt: Checkpoint, settings: Sequence[str]) -> Recipe:
+    """``ckpt``'s recipe with ``KEY=VALUE`` decode-time overrides applied and validated."""
+    data = to_dict(ckpt.recipe)
+    for text in settings:
+        key = text.partition("=")[0].strip()
+        if key not in DECODE_SETTINGS:
+            raise ConfigError(
+                f"export --set changes only decode-time settings ({', '.join(DECODE_SETTINGS)}); got {key!r}"
+            )
+        data = merge(data, parse_override(text))
+    return recipe_from_dict(data)
 
 
 def _read_card(path: str | os.PathLike[str]) -> dict[str, Any]:

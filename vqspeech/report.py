@@ -177,9 +177,15 @@ def _headline(
     what = []
     if recipe is not None:
         m = recipe.model
+        vocoder = ""
+        if m.decoders[0] == "spectrogram":  # how its magnitudes become audio (issue 16)
+            start = (
+                "phase gradient heap integration" if m.spectrogram.phase_init == "pghi" else "random phases"
+            )
+            vocoder = f" (Griffin-Lim from {start})"
         what.append(
             f"A VQ-VAE (recipe <b>{_e(recipe.name)}</b>: {m.hop_length}x downsampling, "
-            f"K = {m.quantizer.codebook_size} codes, {_e(' + '.join(m.decoders))} decoder, "
+            f"K = {m.quantizer.codebook_size} codes, {_e(' + '.join(m.decoders))} decoder{_e(vocoder)}, "
             f"{m.n_speakers} speakers) "
         )
     else:

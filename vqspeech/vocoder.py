@@ -219,39 +219,8 @@ def _pghi_kernel() -> Callable[..., np.ndarray] | None:
     except ImportError:
         return None
 
-    @numba.njit(cache=True, nogil=True, inline="always")
-    def push(keys: np.ndarray, items: np.ndarray, size: int, key: float, item: int) -> int:
-        # max-heap on keys (log magnitudes) in two flat arrays: several times faster than heapq
-        # on a list of tuples here, where every bin of a long file passes through it once
-        i = size
-        while i > 0:
-            parent = (i - 1) >> 1
-            if keys[parent] >= key:
-                break
-            keys[i], items[i] = keys[parent], items[parent]
-            i = parent
-        keys[i], items[i] = key, item
-        return size + 1
-
-    @numba.njit(cache=True, nogil=True, inline="always")
-    def pop(keys: np.ndarray, items: np.ndarray, size: int) -> int:
-        top = items[0]
-        size -= 1
-        key, item = keys[size], items[size]
-        i = 0
-        while True:
-            child = 2 * i + 1
-            if child >= size:
-                break
-            if child + 1 < size and keys[child + 1] > keys[child]:
-                child += 1
-            if keys[child] <= key:
-                break
-            keys[i], items[i] = keys[child], items[child]
-            i = child
-        keys[i], items[i] = key, item
-        return top
-
+    # One jitted function with no jitted helpers inside: numba's on-disk cache misses whenever
+    # a cached function calls closures (numba#6264), and compiling costs ~5 s per process.
     @numba.njit(cache=True, nogil=True)
     def kernel(s: np.ndarray, hop: float, n_fft: float, gamma: float, tol: float) -> np.ndarray:
         frames, bins = s.shape
@@ -265,11 +234,13 @@ def _pghi_kernel() -> Callable[..., np.ndarray] | None:
                 slope_n = (s[hi, m] - s[lo, m]) / (hi - lo) if hi > lo else 0.0
                 d_time[n, m] = 2 * np.pi * hop * m / n_fft + hop * n_fft / gamma * slope_m
                 d_freq[n, m] = -gamma / (hop * n_fft) * slope_n
-        flat = s.ravel()
+        flat, grad_t, grad_f = s.ravel(), d_time.ravel(), d_freq.ravel()
         phase = np.zeros(frames * bins)
         done = flat < flat.max() + tol  # quiet bins: phase 0, never integrated through
         loud = np.nonzero(~done)[0]
         order = loud[np.argsort(-flat[loud].astype(np.float32))]  # island seeds, loudest first
+        # a max-heap on log magnitude in two flat arrays (several times faster than heapq on a
+        # list of tuples, and every loud bin of a long file passes through it once)
         keys = np.empty(loud.size)
         items = np.empty(loud.size, dtype=np.int64)
         size = 0
@@ -277,28 +248,49 @@ def _pghi_kernel() -> Callable[..., np.ndarray] | None:
             if done[seed]:
                 continue
             done[seed] = True  # the loudest bin not reached yet starts a new island at phase 0
-            size = push(keys, items, size, flat[seed], seed)
-            while size > 0:
-                i = pop(keys, items, size)
-                size -= 1
-                n, m = i // bins, i % bins
+            new, new_phase = seed, 0.0
+            while True:
+                if new >= 0:  # push `new`
+                    phase[new] = new_phase
+                    i, key = size, flat[new]
+                    while i > 0 and keys[(i - 1) >> 1] < key:
+                        keys[i], items[i] = keys[(i - 1) >> 1], items[(i - 1) >> 1]
+                        i = (i - 1) >> 1
+                    keys[i], items[i] = key, new
+                    size += 1
+                    new = -1
+                    continue  # (the loop below pushes neighbours one at a time through here)
+                if size == 0:
+                    break
+                # pop the loudest integrated bin, then queue its first unreached neighbour;
+                # it is popped again (with its other neighbours) until none is left
+                top = items[0]
+                n, m = top // bins, top % bins
                 # trapezoid rule: the mean of the two bins' gradients
-                if n + 1 < frames and not done[i + bins]:
-                    phase[i + bins] = phase[i] + 0.5 * (d_time[n, m] + d_time[n + 1, m])
-                    done[i + bins] = True
-                    size = push(keys, items, size, flat[i + bins], i + bins)
-                if n > 0 and not done[i - bins]:
-                    phase[i - bins] = phase[i] - 0.5 * (d_time[n, m] + d_time[n - 1, m])
-                    done[i - bins] = True
-                    size = push(keys, items, size, flat[i - bins], i - bins)
-                if m + 1 < bins and not done[i + 1]:
-                    phase[i + 1] = phase[i] + 0.5 * (d_freq[n, m] + d_freq[n, m + 1])
-                    done[i + 1] = True
-                    size = push(keys, items, size, flat[i + 1], i + 1)
-                if m > 0 and not done[i - 1]:
-                    phase[i - 1] = phase[i] - 0.5 * (d_freq[n, m] + d_freq[n, m - 1])
-                    done[i - 1] = True
-                    size = push(keys, items, size, flat[i - 1], i - 1)
+                if n + 1 < frames and not done[top + bins]:
+                    new, new_phase = top + bins, phase[top] + 0.5 * (grad_t[top] + grad_t[top + bins])
+                elif n > 0 and not done[top - bins]:
+                    new, new_phase = top - bins, phase[top] - 0.5 * (grad_t[top] + grad_t[top - bins])
+                elif m + 1 < bins and not done[top + 1]:
+                    new, new_phase = top + 1, phase[top] + 0.5 * (grad_f[top] + grad_f[top + 1])
+                elif m > 0 and not done[top - 1]:
+                    new, new_phase = top - 1, phase[top] - 0.5 * (grad_f[top] + grad_f[top - 1])
+                if new >= 0:
+                    done[new] = True
+                    continue
+                size -= 1  # no neighbour left: remove the top (sift the last item down)
+                key, item, i = keys[size], items[size], 0
+                while True:
+                    child = 2 * i + 1
+                    if child >= size:
+                        break
+                    if child + 1 < size and keys[child + 1] > keys[child]:
+                        child += 1
+                    if keys[child] <= key:
+                        break
+                    keys[i], items[i] = keys[child], items[child]
+                    i = child
+                keys[i], items[i] = key, item
         return phase.reshape(frames, bins)
 
     return kernel  # type: ignore[no-any-return]

@@ -181,9 +181,11 @@ PHASE_INITS = ("random", "pghi")
 #: Time-frequency spread of the Gaussian that best fits a Hann window of ``n_fft`` samples, over
 #: ``n_fft ** 2`` (the ``gamma`` of Průša et al. for Hann, in samples squared).
 HANN_GAMMA = 0.25645
-#: Bins more than this far below the loudest (natural log: 100 dB) keep phase 0: their phase
-#: cannot be heard, and integrating through them only carries noise into louder bins.
-PGHI_TOLERANCE = -11.5
+#: Bins more than this far below the loudest (natural log: 60 dB) keep phase 0: their phase is
+#: masked by the loud ones, and integrating through them only carries noise into louder bins.
+#: Measured against 100 dB (10 held-out-engine files, predicted magnitudes, 12 iterations): same
+#: STOI / PESQ / DNSMOS (0.789 / 1.32 / 2.06 vs 0.789 / 1.33 / 2.05) in 0.74x the time.
+PGHI_TOLERANCE = -6.9
 
 
 def pghi_phase(log_magnitude: Tensor, n_fft: int, hop_length: int) -> Tensor:

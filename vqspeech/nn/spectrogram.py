@@ -137,20 +137,14 @@ class SpectrogramDecoder(nn.Module):
     ) -> Tensor:
         """Log magnitudes ``[B, bins, F']`` of ``frames`` latent frames -> audio ``[B, frames * hop_length]``.
 
-        ``frames`` defaults to ``F' * frame_stride``. Griffin-Lim runs at ``griffin_lim_hop``:
-        frame ``j`` of its STFT is centred on sample ``j * griffin_lim_hop``, output frame
-        ``j * step`` here, so it takes every ``step``-th frame (the last predicted one where
-        the centred STFT of the audio reaches past it).
+        ``frames`` defaults to ``F' * frame_stride``. Griffin-Lim (``griffin_lim_iters``
+        iterations from ``phase_init`` phases) runs at ``griffin_lim_hop`` on
+        :meth:`vocoder_frames`; the audio is clipped to [-1, 1].
         """
         frames = log_magnitude.shape[-1] * self.stride if frames is None else frames
         length = frames * self.hop_length
-        step = self.config.griffin_lim_hop // self.frame_hop
-        needed = 1 + length // self.config.griffin_lim_hop
-        index = (torch.arange(needed, device=log_magnitude.device) * step).clamp(
-            max=log_magnitude.shape[-1] - 1
-        )
         audio = griffin_lim(
-            log_magnitude.float()[..., index].exp(),
+            self.vocoder_frames(log_magnitude, frames).exp(),
             self.config.n_fft,
             self.config.griffin_lim_hop,
             length,
@@ -159,3 +153,19 @@ class SpectrogramDecoder(nn.Module):
             init=self.config.phase_init,
         )
         return audio.clamp(-1.0, 1.0)
+
+    def vocoder_frames(self, log_magnitude: Tensor, frames: int) -> Tensor:
+        """Log magnitudes ``[B, bins, F']`` of ``frames`` latent frames -> float32 ``[B, bins, 1 + L // g]``.
+
+        The frames of the centred STFT at ``g = griffin_lim_hop`` of ``L = frames * hop_length``
+        samples, which :meth:`vocode` hands to Griffin-Lim: frame ``j`` is centred on sample
+        ``j * g``, output frame ``j * step`` here, so it takes every ``step``-th frame (the last
+        predicted one where the centred STFT of the audio reaches past it). Other vocoders of the
+        same magnitudes (``benchmarks/compare_phase.py``) take the same frames.
+        """
+        step = self.config.griffin_lim_hop // self.frame_hop
+        needed = 1 + frames * self.hop_length // self.config.griffin_lim_hop
+        index = (torch.arange(needed, device=log_magnitude.device) * step).clamp(
+            max=log_magnitude.shape[-1] - 1
+        )
+        return log_magnitude.float()[..., index]

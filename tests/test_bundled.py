@@ -305,6 +305,21 @@ def test_export_set_changes_only_how_the_copy_decodes(tmp_path: Path, run_dir: P
     assert not (tmp_path / "bad.pt").exists()
 
 
+def test_export_copies_a_prior_and_refuses_card_or_settings_for_it(tmp_path: Path, tiny: Path) -> None:
+    source = make_prior(tmp_path / "prior.pt", tiny, seed=0)
+    code, _, err = run("export", source, "-o", tmp_path / "slim-prior.pt")
+    assert code == 0, err
+    a, b = load_prior(source), load_prior(tmp_path / "slim-prior.pt")
+    assert b.fingerprint == a.fingerprint and b.model_fingerprint == a.model_fingerprint
+    assert all(torch.equal(v, a.state[k]) for k, v in b.state.items())
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps(CARD))
+    for extra in (["--card", card], ["--set", "model.spectrogram.phase_init=pghi"]):
+        code, _, err = run("export", source, "-o", tmp_path / "x.pt", *extra)
+        assert code == 1 and "a prior is exported as it is" in err
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_export_writes_the_completed_card(
     tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

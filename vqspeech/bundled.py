@@ -34,10 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vqspeech.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, save_checkpoint
+from vqspeech.checkpoint import (
+    VQVAE_KIND,
+    Checkpoint,
+    load_checkpoint,
+    load_payload,
+    resolve_checkpoint_path,
+    save_checkpoint,
+)
 from vqspeech.config import Recipe, recipe_from_dict
 from vqspeech.errors import CheckpointError, ConfigError, OutputError
 from vqspeech.files import write_text_atomic
+from vqspeech.prior_checkpoint import PRIOR_KIND, load_prior, save_prior
 from vqspeech.recipe_io import merge, parse_override, to_dict
 
 #: Where the shipped model and its card live inside the installed package.
@@ -218,6 +226,9 @@ def export_model(
     decoded, never the weights (:data:`DECODE_SETTINGS`, e.g. ``model.spectrogram.phase_init=pghi``);
     the copy then gets its own fingerprint (token files name the model they decode with).
 
+    A prior's checkpoint (``vqspeech prior train``) is copied the same way: weights, recipe,
+    speaker table and the fingerprint of the model whose codes it models, and the step.
+
     ``source`` is read with every check :func:`load_checkpoint` makes. Existing outputs are kept
     (:class:`OutputError`) unless ``overwrite``; ``out`` may never be ``source`` itself.
     """
@@ -229,6 +240,10 @@ def export_model(
     for target in (out, card_out):
         if target is not None and target.exists() and not overwrite:
             raise OutputError(f"{target} exists; pass --overwrite to replace it")
+    if load_payload(src, (VQVAE_KIND, PRIOR_KIND)).get("kind") == PRIOR_KIND:
+        if card is not None or decode_settings:
+            raise ConfigError("--card and --set are for speech models; a prior is exported as it is")
+        return _export_prior(src, out)
     card_data = _read_card(card) if card is not None else None
     ckpt = load_checkpoint(src)
     if decode_settings:
@@ -280,6 +295,15 @@ def _read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
         return check_card(card)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _export_prior(src: Path, out: Path) -> Export:
+    prior = load_prior(src)
+    step = prior.training.get("step")
+    step = int(step) if step is not None else None
+    training = {"step": step} if step is not None else None
+    save_prior(out, prior.build(), prior.recipe, prior.speakers, prior.model_fingerprint, training)
+    return Export(out, out.stat().st_size, src, src.stat().st_size, prior.fingerprint, step, None)
 
 
 def _step(ckpt: Checkpoint) -> int | None:

@@ -449,3 +449,21 @@ def test_real_bundled_model_matches_its_card() -> None:
     assert code == 0
     shown = json.loads(out)["card"]
     assert shown["good_at"] == card["good_at"] and shown["bad_at"] == card["bad_at"]
+
+
+@pytest.mark.skipif(not bundled.BUNDLED_PRIOR.is_file(), reason="no bundled prior in this checkout")
+@needs_real
+def test_real_bundled_prior_fits_the_model_and_codes_offline(tmp_path: Path) -> None:
+    prior = load_prior(bundled.bundled_prior_path())
+    assert prior.model_fingerprint == bundled.bundled_card()["fingerprint"]
+    assert set(prior.training) <= {"step"}  # exported slim
+    shipped = bundled.bundled_model_path().stat().st_size + bundled.BUNDLED_PRIOR.stat().st_size
+    assert shipped <= 25_000_000  # model and prior together within issue 17's ~25 MB
+    wav = write_tone(tmp_path / "tone.wav", seconds=1.0)
+    for name, extra in (("plain", []), ("coded", ["--prior", "bundled"])):
+        done = _offline("encode", wav, *extra, "-o", tmp_path / f"{name}.vqt", "-q")
+        assert done.returncode == 0, done.stderr
+        done = _offline("decode", tmp_path / f"{name}.vqt", "-o", tmp_path / f"{name}.wav", "-q")
+        assert done.returncode == 0, done.stderr
+    assert isinstance(load_container(tmp_path / "coded.vqt"), CodedTokens)
+    np.testing.assert_array_equal(_samples(tmp_path / "plain.wav"), _samples(tmp_path / "coded.wav"))

@@ -417,8 +417,10 @@ def demo_recipe() -> Recipe:
         # same 10 minutes (0.713 vs 0.714) and faster decoding (48x vs 44x real time). Frame
         # stride 2: the frames Griffin-Lim reads, no others; same STOI per step (0.724 vs 0.721
         # at 800 steps) at 0.75x the step time, so more steps fit the demo's budget.
-        # PGHI's start needs fewer iterations: 8 from PGHI match 12 from random phases in speed
-        # and beat them in DNSMOS (2.05 vs 2.02, 10 held-out-engine files; issue 16)
+        # Griffin-Lim from PGHI phases, 8 iterations: DNSMOS 2.00 vs 1.88 for 12 from random phases
+        # (bundled model, 20 held-out-engine files), same STOI/PESQ; it costs speed: the vocoder
+        # runs at 57x instead of 126x real time, a whole 600-s decode at 29x instead of 36x (one
+        # thread, benchmarks/bench_bundled.py; issue 16)
         spectrogram=SpectrogramConfig(channels=192, griffin_lim_iters=8, frame_stride=2, phase_init="pghi"),
     )
     data = DataConfig(segment_seconds=1.0)

@@ -55,7 +55,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import soundfile as sf
 import torch
 
@@ -65,22 +64,12 @@ from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.vocoder import pghi_phase
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks, as modules
+from bench_cli import speechlike  # noqa: E402  (the same seeded voiced-ish test signal)
+
 SAMPLE_RATE = 16000
 #: Encoder chunks after which encode's peak RSS stops rising with the length (docstring, item 3).
 FILLED_CHUNKS = 3
-
-
-def speechlike(seconds: float, sample_rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
-    """Seeded voiced-ish audio, float32 ``[seconds * sample_rate]``: a gliding f0 (100-180 Hz)
-    with four harmonics, a 4-Hz syllable envelope, and noise 30 dB down."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sample_rate)
-    t = np.arange(n) / sample_rate
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.3 * t + rng.uniform(0, 6))
-    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
-    wave = sum(np.sin(k * phase) / k for k in (1, 2, 3, 4))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (0.25 * envelope * wave + 0.01 * rng.standard_normal(n)).astype(np.float32)
 
 
 # As benchmarks/bench_cli.py: the child writes its own peak RSS (VmHWM) to a file as it exits.

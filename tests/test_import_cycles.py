@@ -58,3 +58,12 @@ def test_layering_breaches_are_found(tmp_path: Path) -> None:
     assert len(lines) == 3 and all("must not import" in line for line in lines)
     assert any(line.startswith("vqspeech.tokens imports torch") for line in lines)
     assert sum(line.startswith("vqspeech.x imports") for line in lines) == 2
+
+
+def test_the_command_line_starts_without_the_heavy_optional_modules() -> None:
+    # Every `vqspeech` call pays its imports before any work: scipy.signal alone is ~1 s, about
+    # what torch costs. Commands that need one of these import it when they run.
+    heavy = ["scipy.signal", "librosa", "numba", "resemblyzer", "speechmos", "onnxruntime", "pesq", "sklearn"]
+    code = f"import sys, vqspeech_cli.main; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -337,3 +337,38 @@ def test_batches_take_a_reference_vector_in_the_options_or_recordings_not_both(
     assert np.array_equal(sf.read(by_recording)[0], sf.read(by_vector)[0])
     with pytest.raises(ConfigError, match="not both"):
         convert_files(codec, [Task(source, tmp_path / "x.wav")], vector, reference=[low])
+
+
+@pytest.mark.parametrize(
+    ("n_mels", "fmin", "fmax"), [(42, 0.0, 8000.0), (82, 0.0, 11025.0), (10, 50.0, 900.0), (130, 20, 24000.0)]
+)
+def test_mel_frequencies_are_librosas(n_mels: int, fmin: float, fmax: float) -> None:
+    # the envelope synthesis uses our copy so decoding never imports librosa; it must stay
+    # librosa's Slaney scale exactly, or shipped models would decode differently
+    import librosa
+
+    from vqspeech.features import mel_frequencies
+
+    expected = librosa.mel_frequencies(n_mels=n_mels, fmin=fmin, fmax=fmax)
+    np.testing.assert_array_equal(mel_frequencies(n_mels, fmin, fmax), expected)
+
+
+def test_decoding_a_voice_imports_neither_librosa_nor_scipy_signal(tmp_path: Path) -> None:
+    # each costs ~0.5-1 s of start-up on every `vqspeech decode`, and decoding needs neither
+    import subprocess
+    import sys
+
+    spectrogram = [*SPEAKER_ENCODER, "model.decoders=[spectrogram]", "model.spectrogram.phase_init=pghi"]
+    codec = Codec.load(make_checkpoint(tmp_path / "spec.pt", extra=spectrogram))
+    vqt = tmp_path / "voice.vqt"
+    vqt.write_bytes(dumps(encode_file(codec, write_tone(tmp_path / "voice.wav", 0.3, f0=130))))
+    out = tmp_path / "back.wav"
+    argv = ["decode", str(vqt), "-m", str(codec.checkpoint.path), "-o", str(out)]
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom vqspeech_cli.main import app\n"
+        f"result = CliRunner().invoke(app, {argv!r})\n"
+        "print(result.exit_code, [m for m in ('librosa', 'scipy.signal') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "0 []", result.stdout + result.stderr
+    assert sf.info(out).frames > 0

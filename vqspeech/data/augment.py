@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import soxr
 from scipy import fft as sp_fft
-from scipy.signal import fftconvolve
 
 from vqspeech.data.augment_config import NOISE_COLOURS, AugmentConfig
 from vqspeech.errors import DataError
@@ -247,6 +246,10 @@ def reverberate(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
     audio = _as_audio(audio)
     if audio.shape[0] == 0:
         return audio.copy()
+    # imported here: scipy.signal takes ~1 s to import, and every CLI command (decode too)
+    # imports this module through the training code
+    from scipy.signal import fftconvolve
+
     wet = fftconvolve(audio.astype(np.float64), np.asarray(rir, dtype=np.float64))[: audio.shape[0]]
     return wet.astype(np.float32)
 

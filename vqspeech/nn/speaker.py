@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqspeech.config import SpeakerEncoderConfig
-from vqspeech.features import log_mel_spectrogram
+from vqspeech.features import log_mel_spectrogram, mel_frequencies
 
 #: Frames quieter than this (natural-log mel units, ~40 dB) below the loudest are not pooled.
 SPEECH_RANGE = 40.0 / (20.0 / math.log(10.0))
@@ -141,9 +141,7 @@ def envelope_synthesis(config: SpeakerEncoderConfig, coeffs: int, sample_rate: i
     each STFT bin takes the band levels linearly interpolated at its frequency (held flat
     beyond the first and last band centres). Not learned: an unseen envelope maps the same way.
     """
-    import librosa  # as in vqspeech.features: slow to import, needed only here
-
-    centres = librosa.mel_frequencies(n_mels=config.n_mels + 2, fmin=0.0, fmax=sample_rate / 2)[1:-1]
+    centres = mel_frequencies(config.n_mels + 2, 0.0, sample_rate / 2)[1:-1]
     bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
     eye = np.eye(config.n_mels)
     interp = np.stack([np.interp(bins, centres, eye[m]) for m in range(config.n_mels)], axis=1)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ from vqspeech.nn.vocos import VocosDecoder
 from vqspeech.nn.vocos_config import VocosConfig, VocosLossConfig
 from vqspeech.vocoder import griffin_lim, stft_magnitude
 from vqspeech.vocos_training import gan_step, reconstruction_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks, as modules
+from compare_phase import mean_table  # per-row means, None where never measured
 
 CANDIDATES = ("spectrogram", "vocos", "vocos-gan")
 
@@ -235,14 +239,7 @@ def evaluate(
             )
         rows.setdefault("original", []).append({"dnsmos_ovrl": dnsmos_ovrl(audio)})
         print(f"scored {utt.id}", flush=True)
-    table: dict[str, Any] = {}
-    for name, scores in rows.items():
-        table[name] = {}
-        for key in scores[0]:
-            values = [s[key] for s in scores if s.get(key) is not None]
-            table[name][key] = float(np.mean(values)) if values else None  # type: ignore[arg-type]
-        table[name]["n"] = len(scores)
-    return table
+    return mean_table(rows)
 
 
 @torch.no_grad()

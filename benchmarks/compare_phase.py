@@ -162,6 +162,20 @@ def mean_table(rows: dict[str, list[dict[str, float | None]]]) -> dict[str, dict
     return table
 
 
+def load_spectrogram_codec(parser: argparse.ArgumentParser, model: str | None) -> Codec:
+    """``model`` (None: the bundled one) on the CPU; a parser error unless it has the spectrogram decoder."""
+    try:
+        model_path = model_or_bundled(model)
+        codec = Codec.load(model_path, "cpu")
+    except VQSpeechError as exc:
+        parser.error(str(exc))
+    if "spectrogram" not in codec.decoders:
+        parser.error(
+            f"{model_path} has no spectrogram decoder (it decodes with: {', '.join(codec.decoders)})"
+        )
+    return codec
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint or run folder (default: the bundled model)")
@@ -172,15 +186,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initial phases")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    try:
-        model_path = model_or_bundled(args.model)
-        codec = Codec.load(model_path, "cpu")
-    except VQSpeechError as exc:
-        parser.error(str(exc))
-    if "spectrogram" not in codec.decoders:
-        parser.error(
-            f"{model_path} has no spectrogram decoder (it decodes with: {', '.join(codec.decoders)})"
-        )
+    codec = load_spectrogram_codec(parser, args.model)
     files = recordings(Path(args.data), args.max)
     if not files:
         parser.error(f"no *.flac or *.wav under {args.data}")
@@ -235,7 +241,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "compare_phase",
-                "model": str(model_path),
+                "model": str(codec.checkpoint.path),
                 "fingerprint": codec.fingerprint,
                 "n_fft": decoder.config.n_fft,
                 "hop_length": decoder.config.griffin_lim_hop,

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,6 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from vqspeech.audio import load_audio
-from vqspeech.bundled import model_or_bundled
 from vqspeech.checkpoint import save_checkpoint
 from vqspeech.data.augment import augment
 from vqspeech.data.augment_config import AugmentConfig
@@ -58,6 +58,9 @@ from vqspeech.errors import VQSpeechError
 from vqspeech.inference import Codec
 from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.vocoder import PGHI_TOLERANCE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks, as modules
+from compare_phase import load_spectrogram_codec
 
 #: Steps between progress rows.
 LOG_EVERY = 50
@@ -248,15 +251,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    try:
-        model_path = model_or_bundled(args.model)
-        codec = Codec.load(model_path, "cpu")
-    except VQSpeechError as exc:
-        parser.error(str(exc))
-    if "spectrogram" not in codec.decoders:
-        parser.error(
-            f"{model_path} has no spectrogram decoder (it decodes with: {', '.join(codec.decoders)})"
-        )
+    codec = load_spectrogram_codec(parser, args.model)
     frozen = codec.model.decoders["spectrogram"]
     assert isinstance(frozen, SpectrogramDecoder)
     if args.mode == "gan" and frozen.output_frames(args.segment_tokens) < args.window:
@@ -328,7 +323,7 @@ def main() -> None:
         "decoder": "spectrogram",
         "mode": args.mode,
         "steps": args.steps,
-        "from": str(model_path),
+        "from": str(codec.checkpoint.path),
     }
     save_checkpoint(
         args.out,

@@ -6,8 +6,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
+import librosa
 import numpy as np
 import pytest
 import soundfile as sf
@@ -22,6 +25,7 @@ from vqspeech.config import SpeakerEncoderConfig, load_recipe, recipe_from_dict
 from vqspeech.data.batches import StepBatches
 from vqspeech.describe import describe_tokens
 from vqspeech.errors import ConfigError, TokenFormatError
+from vqspeech.features import mel_frequencies
 from vqspeech.inference import DecodeOptions, decode_tokens, encode_file
 from vqspeech.model import VQVAE
 from vqspeech.nn.speaker import PITCH_CENTRE, PITCH_OCTAVES, log2_f0_sums
@@ -345,19 +349,12 @@ def test_batches_take_a_reference_vector_in_the_options_or_recordings_not_both(
 def test_mel_frequencies_are_librosas(n_mels: int, fmin: float, fmax: float) -> None:
     # the envelope synthesis uses our copy so decoding never imports librosa; it must stay
     # librosa's Slaney scale exactly, or shipped models would decode differently
-    import librosa
-
-    from vqspeech.features import mel_frequencies
-
     expected = librosa.mel_frequencies(n_mels=n_mels, fmin=fmin, fmax=fmax)
     np.testing.assert_array_equal(mel_frequencies(n_mels, fmin, fmax), expected)
 
 
 def test_decoding_a_voice_imports_neither_librosa_nor_scipy_signal(tmp_path: Path) -> None:
     # each costs ~0.5-1 s of start-up on every `vqspeech decode`, and decoding needs neither
-    import subprocess
-    import sys
-
     spectrogram = [*SPEAKER_ENCODER, "model.decoders=[spectrogram]", "model.spectrogram.phase_init=pghi"]
     codec = Codec.load(make_checkpoint(tmp_path / "spec.pt", extra=spectrogram))
     vqt = tmp_path / "voice.vqt"

@@ -268,6 +268,7 @@ def export_model(
 DECODE_SETTINGS = (
     "model.spectrogram.phase_init",
     "model.spectrogram.griffin_lim_iters",
+    "model.spectrogram.harmonic_max_hz",
 )
 
 

@@ -125,6 +125,8 @@ _ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("speaker_encoder",): None,  # None: dropped whenever the encoder is off
     ("spectrogram", "frame_stride"): 1,
     ("spectrogram", "phase_init"): "random",
+    ("spectrogram", "vocoder"): "griffin_lim",
+    ("spectrogram", "harmonic_max_hz"): 4000.0,
     ("code_adversary",): 0.0,
     ("families",): {},  # settings of registered decoder families; the built-in ones keep their own
 }

@@ -123,6 +123,14 @@ class WaveNetConfig:
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
 
 
+#: The spectrogram decoder's pitch head (``vocoder: harmonic``, :class:`vqspeech.nn.pitch.PitchHead`):
+#: a 3-wide input conv, then residual ``PITCH_KERNEL``-wide convs with these dilations, in output
+#: frames; so it reaches ``PITCH_HEAD_REACH`` frames either side beyond the decoder's blocks.
+PITCH_KERNEL = 5
+PITCH_DILATIONS = (1, 2, 4, 8, 1)
+PITCH_HEAD_REACH = 1 + sum(d * (PITCH_KERNEL - 1) // 2 for d in PITCH_DILATIONS)
+
+
 @dataclass(frozen=True)
 class SpectrogramConfig:
     """Spectrogram decoder (project issue #5): codes + speaker -> log STFT magnitudes -> Griffin-Lim.
@@ -153,6 +161,18 @@ class SpectrogramConfig:
     # instead of random phases (vqspeech.vocoder.pghi_phase): DNSMOS 2.11 vs 1.97, PESQ-WB 1.33 vs
     # 1.31, same STOI, on held-out-engine voices (issue 16). "random" is how older models decode.
     phase_init: str = "random"
+    # "harmonic": a pitch head predicts voicing and F0 per frame (trained on YIN of the target
+    # audio) and vqspeech.vocoder.harmonic_plus_noise makes harmonics below harmonic_max_hz at
+    # that F0, with the predicted magnitudes' band energies, and noise elsewhere: coherent
+    # harmonics instead of Griffin-Lim's phases for blurred magnitudes (issue 16).
+    # "griffin_lim" is how older models decode (phase_init, griffin_lim_iters).
+    vocoder: str = "griffin_lim"
+    harmonic_max_hz: float = 4000.0
+
+    @property
+    def harmonic(self) -> bool:
+        """Whether the decoder has a pitch head and decodes with the harmonic-plus-noise vocoder."""
+        return self.vocoder == "harmonic"
 
     @property
     def input_kernel(self) -> int:
@@ -162,6 +182,8 @@ class SpectrogramConfig:
     def context_frames(self) -> int:
         """Latent frames either side of its centre that one output frame depends on."""
         blocks = sum(d * (self.kernel_size - 1) // 2 for d in self.dilations)
+        if self.harmonic:  # the pitch head reads the blocks' output with a reach of its own
+            blocks += PITCH_HEAD_REACH
         return (self.input_kernel - 1) // 2 + self.frame_stride * blocks
 
     def receptive_field(self, hop_length: int) -> int:
@@ -466,6 +488,14 @@ def validate(recipe: Recipe) -> Recipe:
         (
             m.spectrogram.phase_init in ("random", "pghi"),
             f"model.spectrogram.phase_init must be random or pghi, got {m.spectrogram.phase_init!r}",
+        ),
+        (
+            m.spectrogram.vocoder in ("griffin_lim", "harmonic"),
+            f"model.spectrogram.vocoder must be griffin_lim or harmonic, got {m.spectrogram.vocoder!r}",
+        ),
+        (
+            0 < m.spectrogram.harmonic_max_hz <= m.sample_rate / 2,
+            "model.spectrogram.harmonic_max_hz must be above 0 and at most half the sample rate",
         ),
         (
             m.spectrogram.griffin_lim_hop % (m.hop_length * m.spectrogram.frame_stride) == 0,

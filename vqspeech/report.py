@@ -183,6 +183,8 @@ def _headline(
                 "phase gradient heap integration" if m.spectrogram.phase_init == "pghi" else "random phases"
             )
             vocoder = f" (Griffin-Lim from {start})"
+            if m.spectrogram.harmonic:
+                vocoder = " (harmonic-plus-noise vocoder at a predicted pitch)"
         what.append(
             f"A VQ-VAE (recipe <b>{_e(recipe.name)}</b>: {m.hop_length}x downsampling, "
             f"K = {m.quantizer.codebook_size} codes, {_e(' + '.join(m.decoders))} decoder{_e(vocoder)}, "

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from vqspeech.audio import save_audio
 from vqspeech.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from vqspeech.config import ModelConfig, Recipe
+from vqspeech.config import ModelConfig, Recipe, SpectrogramConfig
 from vqspeech.data.batches import StepBatches, validation_batches
 from vqspeech.data.corpus import open_corpus
 from vqspeech.device import resolve_device
@@ -184,16 +184,23 @@ class SpeechTask:
 def init_weights(model: VQVAE, source: Checkpoint, speakers: list[dict[str, Any]]) -> int:
     """Load ``source``'s weights into ``model`` (a fresh model of the new run); the speakers kept.
 
-    The model settings must be the checkpoint's (``n_speakers`` aside): a ConfigError names
-    the first that differ. The speaker table is matched by name: a speaker of the new corpus
-    that ``source`` knows gets its row, a new one keeps its fresh row. Everything else,
-    the quantiser's codebook and k-means state included, is copied, so training continues
-    from the checkpoint's codes rather than re-initialising them. Returns the rows copied.
+    The model settings must be the checkpoint's (``n_speakers`` and :data:`INIT_MAY_CHANGE`
+    aside): a ConfigError names the first that differ. The speaker table is matched by name: a
+    speaker of the new corpus that ``source`` knows gets its row, a new one keeps its fresh row.
+    Everything else, the quantiser's codebook and k-means state included, is copied, so
+    training continues from the checkpoint's codes rather than re-initialising them. A
+    spectrogram decoder given a pitch head (``vocoder: harmonic``) keeps the checkpoint's
+    weights and starts the head fresh; one that drops it drops the head's weights. Returns the
+    rows copied.
     """
     check_same_model(model.config, source)
-    state = dict(source.model_state)
+    state = {k: v for k, v in source.model_state.items() if not k.startswith(PITCH_HEAD_KEYS)}
+    mine = model.state_dict()
+    state.update({k: v for k, v in mine.items() if k.startswith(PITCH_HEAD_KEYS)})
+    if model.config.spectrogram.harmonic == source.recipe.model.spectrogram.harmonic:
+        state.update({k: v for k, v in source.model_state.items() if k.startswith(PITCH_HEAD_KEYS)})
     key = "speaker_embedding.weight"
-    rows = model.state_dict()[key].clone()
+    rows = mine[key].clone()
     old = {name: i for i, name in enumerate(source.speaker_names)}
     shared = 0
     for i, speaker in enumerate(speakers):
@@ -206,10 +213,24 @@ def init_weights(model: VQVAE, source: Checkpoint, speakers: list[dict[str, Any]
     return shared
 
 
+#: Model settings that ``--init`` lets a run change from its checkpoint's: the spectrogram
+#: decoder's vocoder (a pitch head is added fresh or dropped) and decode-time settings.
+INIT_MAY_CHANGE = ("vocoder", "harmonic_max_hz", "phase_init", "griffin_lim_iters")
+#: State-dict key prefix of the spectrogram decoder's pitch head.
+PITCH_HEAD_KEYS = "decoders.spectrogram.pitch."
+
+
 def check_same_model(config: ModelConfig, source: Checkpoint) -> None:
-    """ConfigError unless ``source`` was trained with model settings ``config`` (``n_speakers`` aside)."""
-    mine = to_dict(dataclasses.replace(config, n_speakers=0))
-    theirs = to_dict(dataclasses.replace(source.recipe.model, n_speakers=0))
+    """ConfigError unless ``source`` was trained with model settings ``config`` (``n_speakers`` and
+    :data:`INIT_MAY_CHANGE` aside)."""
+
+    def comparable(model: ModelConfig) -> dict[str, Any]:
+        spectrogram = dataclasses.replace(
+            model.spectrogram, **{name: getattr(SpectrogramConfig(), name) for name in INIT_MAY_CHANGE}
+        )
+        return to_dict(dataclasses.replace(model, n_speakers=0, spectrogram=spectrogram))
+
+    mine, theirs = comparable(config), comparable(source.recipe.model)
     if mine != theirs:
         differ = _first_differences(mine, theirs)
         raise ConfigError(

@@ -26,8 +26,10 @@ vs 1.31, STOI equal.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -297,3 +299,114 @@ def _pghi_kernel() -> Callable[..., np.ndarray] | None:
         return phase.reshape(frames, bins)
 
     return kernel  # type: ignore[no-any-return]
+
+
+#: Lowest F0 (Hz) the harmonic vocoder plans for: it makes at most ``max_hz / HARMONIC_FMIN`` harmonics.
+HARMONIC_FMIN = 50.0
+#: F0 (Hz) of the frames before the first voiced one (their harmonics are silent; it only
+#: starts the phase).
+UNVOICED_F0 = 120.0
+
+
+class HarmonicAudio(NamedTuple):
+    """:func:`harmonic_plus_noise`'s result: ``audio [B, length]`` and the harmonics' phase
+    ``[B, length]`` (radians in [0, 2 pi), the fundamental's phase at each sample), so the next
+    chunk of a long file can continue it."""
+
+    audio: Tensor
+    phase: Tensor
+
+
+def hold_f0(f0: Tensor, voiced: Tensor) -> Tensor:
+    """``f0 [B, N]`` with each unvoiced frame given the last voiced frame's F0 (before the first:
+    the first voiced one's, or :data:`UNVOICED_F0` when none is), so the phase glides through
+    pauses instead of jumping."""
+    n = f0.shape[-1]
+    index = torch.arange(n, device=f0.device).expand_as(f0)
+    last = torch.where(voiced, index, torch.full_like(index, -1)).cummax(dim=-1).values
+    first = torch.where(voiced, index, torch.full_like(index, n)).amin(dim=-1, keepdim=True)
+    source = torch.where(last >= 0, last, first.clamp(max=n - 1).expand_as(last))
+    held = f0.gather(-1, source)
+    none = ~voiced.any(dim=-1, keepdim=True)
+    return torch.where(none, torch.full_like(held, UNVOICED_F0), held)
+
+
+def harmonic_plus_noise(
+    magnitude: Tensor,
+    f0: Tensor,
+    voiced: Tensor,
+    n_fft: int,
+    hop_length: int,
+    length: int,
+    sample_rate: int,
+    max_hz: float = 4000.0,
+    generator: torch.Generator | None = None,
+    phase0: Tensor | None = None,
+) -> HarmonicAudio:
+    """Magnitudes ``[B, n_fft // 2 + 1, N]``, ``f0 [B, N]`` (Hz), ``voiced [B, N]`` -> audio ``[B, length]``.
+
+    A harmonic-plus-noise vocoder (the DDSP family's synthesis, with the amplitudes read off the
+    given magnitudes instead of learned). Frame ``j`` is the centred Hann STFT frame on sample
+    ``j * hop_length``, as for :func:`griffin_lim`. In a voiced frame, harmonic ``k`` below
+    ``max_hz`` gets the energy of the magnitudes in ``[(k - 1/2) F0, (k + 1/2) F0)`` as a
+    sinusoid's amplitude (a Hann-windowed sinusoid of amplitude ``A`` puts ``n_fft A^2 / 4 *
+    sum(w^2)`` into the one-sided power spectrum); amplitudes and F0 are interpolated linearly
+    between frames, and the harmonics share one phase, the integral of F0 from ``phase0``
+    ``[B]`` (default 0). The rest -- unvoiced frames, and voiced ones from ``max_hz`` up -- is
+    noise: the magnitudes with random phases (``generator``), inverse STFT.
+    Why: harmonics made this way are coherent by construction, which the phase Griffin-Lim
+    finds for blurred magnitudes is not (issue 16: DNSMOS 1.97 -> 2.89 on held-out voices).
+    """
+    batch, bins, frames = magnitude.shape
+    device = magnitude.device
+    magnitude = magnitude.float()
+    f0 = hold_f0(f0.float(), voiced)
+    # --- harmonic amplitudes [B, K, N] from band energies (cumulative power at fractional bins)
+    k_max = max(1, int(max_hz / HARMONIC_FMIN))
+    k = torch.arange(1, k_max + 1, device=device, dtype=torch.float32)[None, :, None]
+    window = torch.hann_window(n_fft, device=device)
+    power = magnitude.square()
+    cumulative = F.pad(power.cumsum(dim=1), (0, 0, 1, 0))  # [B, bins + 1, N]: power below each edge
+
+    def below(position: Tensor) -> Tensor:  # cumulative power below ``position`` (in bins)
+        p = (position + 0.5).clamp(0, bins)  # bin i spans [i - 1/2, i + 1/2)
+        i = p.floor().long().clamp(max=bins - 1)
+        lo, hi = cumulative.gather(1, i), cumulative.gather(1, i + 1)
+        return lo + (p - i) * (hi - lo)
+
+    per_bin = f0[:, None, :] * n_fft / sample_rate  # F0 in bins
+    energy = (below((k + 0.5) * per_bin) - below((k - 0.5) * per_bin)).clamp(min=0.0)
+    amplitude = torch.sqrt(4.0 * energy / (n_fft * float(window.square().sum())))
+    harmonic_hz = k * f0[:, None, :]
+    amplitude = amplitude * ((harmonic_hz < max_hz) & voiced[:, None, :])
+
+    # --- frames -> samples (linear), phase, and the sum of the harmonics
+    def to_samples(x: Tensor) -> Tensor:  # [B, C, N] -> [B, C, length]
+        spanned = F.interpolate(x, size=(frames - 1) * hop_length + 1, mode="linear", align_corners=True)
+        if spanned.shape[-1] < length:
+            spanned = F.pad(spanned, (0, length - spanned.shape[-1]), mode="replicate")
+        return spanned[..., :length]
+
+    step = 2 * torch.pi * to_samples(f0[:, None, :])[:, 0].double() / sample_rate
+    start = torch.zeros(batch, 1, dtype=torch.float64, device=device)
+    if phase0 is not None:
+        start = phase0.double().reshape(batch, 1)
+    phase = torch.remainder(torch.cat([start, start + step.cumsum(dim=-1)[:, :-1]], dim=-1), 2 * torch.pi)
+    phase = phase.float()
+    audio = torch.zeros(batch, length, device=device)
+    amplitudes = to_samples(amplitude)
+    for j in range(k_max):
+        if amplitude[:, j].any():
+            # (j + 1) * (phase mod 2 pi) is (j + 1) * phase mod 2 pi: wrapping first loses nothing
+            audio += amplitudes[:, j] * torch.cos((j + 1) * phase)
+    # --- noise where there are no harmonics
+    freqs = torch.arange(bins, device=device) * sample_rate / n_fft
+    mask = ~(voiced[:, None, :] & (freqs[None, :, None] <= max_hz))
+    noise_mag = (magnitude * mask).transpose(1, 2).contiguous()  # [B, N, bins]
+    rand = torch.rand(noise_mag.shape, generator=generator, device="cpu").to(device)
+    grid = _FrameGrid(n_fft, hop_length, frames, length, device)
+    # An inverse STFT of random phases spreads each frame's energy evenly over the frame instead
+    # of under its window, and the overlapping frames add incoherently: the power comes out
+    # hop / n_fft of what the magnitudes say (a quarter at 75 % overlap), so it is scaled back.
+    noise = grid.inverse(torch.polar(noise_mag, 2 * torch.pi * rand)) * math.sqrt(n_fft / hop_length)
+    return HarmonicAudio(audio + noise, phase)

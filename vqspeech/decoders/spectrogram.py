@@ -1,8 +1,12 @@
 """The fast decoder family (project issue #5): codes + speaker -> log STFT magnitudes -> Griffin-Lim.
 
-Loss: L1 on log STFT magnitudes plus L1 on log-mel. Decoding in chunks: each chunk's
-magnitudes are exact (computed with the decoder's full context); Griffin-Lim runs per chunk
-with :data:`SPECTROGRAM_OVERLAP` frames of overlap, cross-faded linearly.
+Loss: L1 on log STFT magnitudes plus L1 on log-mel (and, with ``vocoder: harmonic``, the pitch
+head's voicing cross-entropy and log2-F0 error against YIN of the target audio). Decoding in
+chunks: each chunk's magnitudes (and pitch) are exact (computed with the decoder's full context);
+the vocoder runs per chunk with :data:`SPECTROGRAM_OVERLAP` frames of overlap, cross-faded
+linearly. The harmonic vocoder carries its phase from one chunk to the next, so its harmonics in
+the overlap are the same in both chunks and the cross-fade leaves them as one-shot decoding has
+them; only the noise (random phases) differs.
 """
 
 from __future__ import annotations
@@ -47,8 +51,11 @@ class SpectrogramFamily(DecoderFamily):
 
     def loss(self, module: nn.Module, audio: Tensor, z_q: Tensor, voice: Tensor) -> FamilyLoss:
         decoder = cast(SpectrogramDecoder, module)
-        log_mag = decoder(z_q, voice)  # [B, n_fft // 2 + 1, F']
-        return FamilyLoss(decoder.loss(log_mag, audio), log_mag)
+        log_mag, pitch = decoder.frames(z_q, voice)  # [B, n_fft // 2 + 1, F'], [B, 2, F'] or None
+        loss = decoder.loss(log_mag, audio)
+        if pitch is not None:
+            loss = loss + decoder.pitch_loss(pitch, audio)
+        return FamilyLoss(loss, log_mag)
 
     def iter_decode(
         self,
@@ -64,7 +71,8 @@ class SpectrogramFamily(DecoderFamily):
         decoder = cast(SpectrogramDecoder, module)
         frames, hop, stride = codes.shape[1], decoder.hop_length, decoder.stride
         if step >= frames:
-            yield decoder.vocode(decoder(lookup(codes), voice), frames, generator)
+            log_mag, pitch = decoder.frames(lookup(codes), voice)
+            yield decoder.vocode(log_mag, frames, generator, pitch=pitch)
             return
         # chunk edges on multiples of the decoder's stride, so each chunk's frames are the
         # same frames (same centres, same context) as one-shot decoding computes
@@ -73,13 +81,21 @@ class SpectrogramFamily(DecoderFamily):
         overlap = min(SPECTROGRAM_OVERLAP // stride * stride, step)
         fade = torch.linspace(0.0, 1.0, overlap * hop + 2, device=codes.device)[1:-1]
         tail: Tensor | None = None  # the previous chunk's last overlap * hop samples
+        phase: Tensor | None = None  # the harmonics' phase where this chunk starts
         for start in range(0, frames, step):
             stop = min(frames, start + step)
             first = max(0, start - overlap)
             lo, hi = max(0, first - ctx) // stride * stride, min(frames, stop + ctx)
-            log_mag = decoder(lookup(codes[:, lo:hi]), voice)
-            wanted = log_mag[..., (first - lo) // stride : decoder.output_frames(stop - lo)]
-            audio = decoder.vocode(wanted, stop - first, generator)
+            log_mag, pitch = decoder.frames(lookup(codes[:, lo:hi]), voice)
+            wanted = slice((first - lo) // stride, decoder.output_frames(stop - lo))
+            if pitch is None:
+                audio = decoder.vocode(log_mag[..., wanted], stop - first, generator)
+            else:
+                audio, phases = decoder.vocode_harmonic(
+                    log_mag[..., wanted], pitch[..., wanted], stop - first, generator, phase
+                )
+                if stop < frames:  # the next chunk starts overlap frames before this one stops
+                    phase = phases[:, (stop - overlap - first) * hop]
             if tail is not None:
                 head = audio[:, : tail.shape[1]]
                 audio = torch.cat([tail * (1 - fade) + head * fade, audio[:, tail.shape[1] :]], dim=1)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from vqspeech.config import SpeakerEncoderConfig
 from vqspeech.features import log_mel_spectrogram, mel_frequencies
+from vqspeech.nn.pitch import yin
 
 #: Frames quieter than this (natural-log mel units, ~40 dB) below the loudest are not pooled.
 SPEECH_RANGE = 40.0 / (20.0 / math.log(10.0))
@@ -49,10 +50,6 @@ ENVELOPE_SCALE = 12.0
 #: clipped to [-1, 1], so 57-453 Hz fit and 8 bits resolve a seventh of a semitone.
 PITCH_CENTRE = 160.0
 PITCH_OCTAVES = 1.5
-#: YIN's threshold on the cumulative-mean-normalised difference (de Cheveigne and Kawahara 2002).
-YIN_THRESHOLD = 0.15
-#: Frames whose best normalised difference stays above this are not voiced.
-VOICED_MAX = 0.35
 
 
 def envelope_dims(config: SpeakerEncoderConfig, speaker_dim: int) -> int:
@@ -72,59 +69,14 @@ def log2_f0_sums(
 ) -> tuple[Tensor, Tensor]:
     """Voiced frames ``[B]`` and the sum of their log2 F0 ``[B]`` (Hz) in audio ``[B, T]``.
 
-    YIN in torch, batched: frames of ``2W`` samples (``W`` = one period of ``fmin``) every
-    ``hop_length``; the difference function ``d(tau) = sum_j (x_j - x_{j+tau})^2`` over the first
-    ``W`` samples, from an FFT cross-correlation and running energies; its cumulative-mean
-    normalisation; the first lag in ``[sr / fmax, W]`` below :data:`YIN_THRESHOLD` (else the
-    smallest), refined by a parabola. A frame counts when it is loud (within 40 dB of the
-    loudest) and periodic (normalised difference below :data:`VOICED_MAX`). Sums, so chunks
-    of a long recording add up. No gradient: a measurement. Not ``librosa.yin`` (which
+    :func:`vqspeech.nn.pitch.yin` frames (one every ``hop_length``, uncentred), summed so that
+    chunks of a long recording add up. No gradient: a measurement. Not ``librosa.yin`` (which
     :func:`vqspeech.evaluation.median_f0` uses): that is numpy, one signal at a time on the CPU,
     and this runs inside the model's forward pass, on a batch of references, on its device.
     """
-    with torch.no_grad():
-        audio = audio.float()
-        w = math.ceil(sample_rate / fmin)
-        frame = 2 * w
-        if audio.shape[-1] < frame:
-            audio = F.pad(audio, (0, frame - audio.shape[-1]))
-        x = audio.unfold(-1, frame, hop_length)  # [B, N, 2W]
-        x = x - x.mean(dim=-1, keepdim=True)
-        n_fft = 1 << (2 * frame - 1).bit_length()
-        head = torch.fft.rfft(x[..., :w], n=n_fft)
-        whole = torch.fft.rfft(x, n=n_fft)
-        r = torch.fft.irfft(head.conj() * whole, n=n_fft)[..., : w + 1]  # [B, N, W+1]: sum x_j x_{j+tau}
-        squares = F.pad(x.square().cumsum(dim=-1), (1, 0))  # [B, N, 2W+1]
-        e0 = squares[..., w : w + 1]  # energy of x_0..x_{W-1}
-        lags = torch.arange(w + 1, device=audio.device)
-        e_tau = squares[..., lags + w] - squares[..., lags]  # energy of x_tau..x_{tau+W-1}
-        d = (e0 + e_tau - 2 * r).clamp(min=0.0)
-        running = d[..., 1:].cumsum(dim=-1) / lags[1:]
-        cmnd = torch.cat([torch.ones_like(d[..., :1]), d[..., 1:] / running.clamp(min=1e-12)], dim=-1)
-        lo = max(2, math.floor(sample_rate / fmax))
-        window = cmnd[..., lo:w]  # [B, N, W - lo]
-        below = window < YIN_THRESHOLD
-        # YIN takes the first dip below the threshold, then walks down to its local minimum
-        idx = torch.where(below.any(dim=-1), below.float().argmax(dim=-1), window.argmin(dim=-1))
-        for _ in range(window.shape[-1]):  # downhill to the dip's bottom (low voices: wide dips)
-            nxt = (idx + 1).clamp(max=window.shape[-1] - 1)
-            step = window.gather(-1, nxt[..., None])[..., 0] < window.gather(-1, idx[..., None])[..., 0]
-            if not step.any():
-                break
-            idx = torch.where(step, nxt, idx)
-        best = window.gather(-1, idx[..., None])[..., 0]
-        left = window.gather(-1, (idx - 1).clamp(min=0)[..., None])[..., 0]
-        right = window.gather(-1, (idx + 1).clamp(max=window.shape[-1] - 1)[..., None])[..., 0]
-        curve = left - 2 * best + right
-        shift = torch.where(
-            curve > 1e-9, 0.5 * (left - right) / curve.clamp(min=1e-9), torch.zeros_like(best)
-        )
-        period = (idx + lo).float() + shift.clamp(-1.0, 1.0)
-        energy = e0[..., 0]
-        loud = energy > energy.amax(dim=-1, keepdim=True) * 1e-4
-        voiced = (loud & (best < VOICED_MAX)).float()
-        log2_f0 = torch.log2(sample_rate / period.clamp(min=1.0))
-        return voiced.sum(dim=-1), (log2_f0 * voiced).sum(dim=-1)
+    voiced, log2_f0 = yin(audio, sample_rate, hop_length, fmin, fmax)
+    v = voiced.float()
+    return v.sum(dim=-1), (log2_f0 * v).sum(dim=-1)
 
 
 def cepstral_basis(n_mels: int, coeffs: int) -> Tensor:

@@ -12,6 +12,10 @@ Architecture: a (strided) conv over ``z_q`` to ``channels``, then non-causal dil
 scale and shift), and a 1x1 to ``n_fft // 2 + 1`` log magnitudes. FiLM rather than an
 additive bias because a voice changes the spectral envelope multiplicatively.
 
+With ``vocoder: harmonic`` a :class:`~vqspeech.nn.pitch.PitchHead` reads the blocks' output too
+and predicts voicing and F0 per output frame; :meth:`SpectrogramDecoder.vocode` then makes the
+audio with :func:`vqspeech.vocoder.harmonic_plus_noise` instead of Griffin-Lim.
+
 With an envelope map (``SpeakerEncoderConfig.envelope``, issue #7 experiment), the last
 ``envelope.shape[1]`` entries of the speaker vector are a measured spectral envelope; it is
 mapped to log magnitudes per bin by that fixed matrix, scaled by a learned per-bin gain
@@ -26,7 +30,8 @@ from torch import Tensor, nn
 
 from vqspeech.config import SpectrogramConfig
 from vqspeech.features import mel_basis
-from vqspeech.vocoder import griffin_lim, stft_magnitude
+from vqspeech.nn.pitch import PitchHead, Yin, decode_pitch, pitch_loss, yin
+from vqspeech.vocoder import HarmonicAudio, griffin_lim, harmonic_plus_noise, stft_magnitude
 
 #: Floor of the magnitudes before the log (about -100 dB): silence stays finite.
 LOG_FLOOR = 1e-5
@@ -87,6 +92,7 @@ class SpectrogramDecoder(nn.Module):
             # not persistent: a fixed function of the config, rebuilt on load (weights unchanged)
             self.register_buffer("envelope_map", envelope.float(), persistent=False)
             self.envelope_gain = nn.Parameter(torch.ones(config.n_fft // 2 + 1))
+        self.pitch = PitchHead(c) if config.harmonic else None
 
     @property
     def context_frames(self) -> int:
@@ -99,16 +105,25 @@ class SpectrogramDecoder(nn.Module):
 
     def forward(self, z_q: Tensor, speaker: Tensor) -> Tensor:
         """``z_q [B, D, F]``, speaker ``[B, speaker_dim]`` -> log magnitudes ``[B, bins, ceil(F / s)]``."""
+        return self.frames(z_q, speaker)[0]
+
+    def frames(self, z_q: Tensor, speaker: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Log magnitudes ``[B, bins, F']`` and, with a pitch head, its output ``[B, 2, F']`` (else None).
+
+        ``F' = ceil(F / s)``; the pitch rows are a voicing logit and ``log2 F0 - 7``
+        (:func:`vqspeech.nn.pitch.decode_pitch` turns them into Hz and a voiced flag).
+        """
         x = self.inp(z_q)
         for block in self.blocks:
             x = block(x, speaker)
+        pitch = None if self.pitch is None else self.pitch(x)
         out = self.out(F.gelu(x))
         if self.envelope_gain is None:
-            return out
+            return out, pitch
         envelope_map: Tensor = self.envelope_map  # type: ignore[assignment]
         coeffs = speaker[:, -envelope_map.shape[1] :].to(envelope_map.dtype)
         envelope = coeffs @ envelope_map.T * self.envelope_gain  # [B, bins]
-        return out + envelope.to(out.dtype)[:, :, None]
+        return out + envelope.to(out.dtype)[:, :, None], pitch
 
     def target(self, audio: Tensor) -> Tensor:
         """Log magnitudes ``[B, bins, ceil(F / stride)]`` of audio ``[B, F * hop_length]`` (training target).
@@ -127,20 +142,37 @@ class SpectrogramDecoder(nn.Module):
         mel = F.l1_loss(self._log_mel(predicted), self._log_mel(target))
         return linear + mel
 
+    def pitch_target(self, audio: Tensor) -> Yin:
+        """YIN of audio ``[B, F * hop_length]`` on the output frames' grid (``[B, ceil(F / s)]``):
+        frame ``f`` centred on sample ``f * frame_stride * hop_length``, like :meth:`target`'s."""
+        frames = self.output_frames(audio.shape[-1] // self.hop_length)
+        return yin(audio, self.sample_rate, self.frame_hop, frames=frames, centred=True)
+
+    def pitch_loss(self, pitch: Tensor, audio: Tensor) -> Tensor:
+        """The pitch head's loss (:func:`vqspeech.nn.pitch.pitch_loss`) against the audio's YIN."""
+        return pitch_loss(pitch, self.pitch_target(audio))
+
     def _log_mel(self, log_magnitude: Tensor) -> Tensor:
         basis = mel_basis(self.sample_rate, self.config.n_fft, self.config.n_mels, 0.0, None)
         mel = basis.to(log_magnitude.device) @ log_magnitude.float().clamp(max=LOG_CEILING).exp()
         return torch.log(mel.clamp(min=LOG_FLOOR))
 
     def vocode(
-        self, log_magnitude: Tensor, frames: int | None = None, generator: torch.Generator | None = None
+        self,
+        log_magnitude: Tensor,
+        frames: int | None = None,
+        generator: torch.Generator | None = None,
+        pitch: Tensor | None = None,
     ) -> Tensor:
         """Log magnitudes ``[B, bins, F']`` of ``frames`` latent frames -> audio ``[B, frames * hop_length]``.
 
-        ``frames`` defaults to ``F' * frame_stride``. Griffin-Lim (``griffin_lim_iters``
-        iterations from ``phase_init`` phases) runs at ``griffin_lim_hop`` on
-        :meth:`vocoder_frames`; the audio is clipped to [-1, 1].
+        ``frames`` defaults to ``F' * frame_stride``. With ``pitch`` (the pitch head's
+        ``[B, 2, F']``): :meth:`vocode_harmonic`. Without: Griffin-Lim (``griffin_lim_iters``
+        iterations from ``phase_init`` phases) at ``griffin_lim_hop`` on :meth:`vocoder_frames`.
+        The audio is clipped to [-1, 1].
         """
+        if pitch is not None:
+            return self.vocode_harmonic(log_magnitude, pitch, frames, generator).audio
         frames = log_magnitude.shape[-1] * self.stride if frames is None else frames
         length = frames * self.hop_length
         audio = griffin_lim(
@@ -153,6 +185,37 @@ class SpectrogramDecoder(nn.Module):
             init=self.config.phase_init,
         )
         return audio.clamp(-1.0, 1.0)
+
+    def vocode_harmonic(
+        self,
+        log_magnitude: Tensor,
+        pitch: Tensor,
+        frames: int | None = None,
+        generator: torch.Generator | None = None,
+        phase0: Tensor | None = None,
+    ) -> HarmonicAudio:
+        """:func:`vqspeech.vocoder.harmonic_plus_noise` of the predicted magnitudes and pitch.
+
+        Log magnitudes ``[B, bins, F']`` and pitch ``[B, 2, F']`` of ``frames`` latent frames
+        -> audio ``[B, frames * hop_length]`` clipped to [-1, 1], and the harmonics' phase at
+        each sample (``phase0 [B]`` starts it: a long file's chunks continue each other's).
+        Runs on :meth:`vocoder_frames` of both (hop ``griffin_lim_hop``).
+        """
+        frames = log_magnitude.shape[-1] * self.stride if frames is None else frames
+        f0, voiced = decode_pitch(self.vocoder_frames(pitch, frames))
+        out = harmonic_plus_noise(
+            self.vocoder_frames(log_magnitude, frames).exp(),
+            f0,
+            voiced,
+            self.config.n_fft,
+            self.config.griffin_lim_hop,
+            frames * self.hop_length,
+            self.sample_rate,
+            self.config.harmonic_max_hz,
+            generator,
+            phase0,
+        )
+        return HarmonicAudio(out.audio.clamp(-1.0, 1.0), out.phase)
 
     def vocoder_frames(self, log_magnitude: Tensor, frames: int) -> Tensor:
         """Log magnitudes ``[B, bins, F']`` of ``frames`` latent frames -> float32 ``[B, bins, 1 + L // g]``.

@@ -19,8 +19,9 @@ noise; speed hardly depends on content), 16 kHz mono 16-bit WAV, written to a te
    one pass) and the vocoder (``SpectrogramDecoder.vocode``, i.e.
    :func:`vqspeech.vocoder.griffin_lim` at the model's iterations) starting from random phases
    and from :func:`~vqspeech.vocoder.pghi_phase` (the model's ``model.spectrogram.phase_init``
-   picks one when decoding), and ``pghi_phase`` alone. A model without a spectrogram decoder
-   skips the last three. The command line decodes in 1-s chunks with overlap
+   picks one when decoding), and ``pghi_phase`` alone; for a model with ``vocoder: harmonic``
+   (what it then decodes with), :func:`~vqspeech.vocoder.harmonic_plus_noise` too. A model
+   without a spectrogram decoder skips these. The command line decodes in 1-s chunks with overlap
    (``DECODE_CHUNK_FRAMES``): its vocoder does about a quarter more work than the one pass here,
    and its decoder network recomputes each chunk's context frames.
 3. Peak RSS growth from the short to the long input, for encode and decode: both stream
@@ -164,9 +165,15 @@ def measure_stages(codec: Codec, seconds: float, repeats: int) -> tuple[dict[str
         stages["decoder_network"] = row(
             best_of(lambda: decoder(model.quantizer.lookup(codes), voice), repeats)
         )
-        log_mag = decoder(model.quantizer.lookup(codes), voice)
+        log_mag, pitch = decoder.frames(model.quantizer.lookup(codes), voice)
         frames = codes.shape[1]
         config = decoder.config
+        if pitch is not None:  # the harmonic vocoder, which decode uses for this model
+
+            def harmonic() -> torch.Tensor:
+                return decoder.vocode(log_mag, frames, torch.Generator().manual_seed(0), pitch)
+
+            stages["vocoder_harmonic"] = row(best_of(harmonic, repeats))
 
         def vocode() -> torch.Tensor:
             return decoder.vocode(log_mag, frames, torch.Generator().manual_seed(0))
@@ -253,6 +260,7 @@ def main() -> None:
         "bundled": args.model is None,
         "fingerprint": codec.fingerprint,
         "phase_init": codec.model.config.spectrogram.phase_init,
+        "vocoder": codec.model.config.spectrogram.vocoder,
         "threads": torch.get_num_threads(),
         "quick": args.quick,
         "seconds": list(seconds),

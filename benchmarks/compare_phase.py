@@ -18,6 +18,10 @@ turned into audio by:
 * ``oracle phase``: the recording's own STFT phase on the predicted magnitudes (inverse STFT), what
   a perfect phase retrieval could make of them. Its distance to the PGHI rows is what better phase
   retrieval could still gain; its distance to the original is the magnitudes' own error;
+* ``harmonic, YIN pitch``: :func:`vqspeech.vocoder.harmonic_plus_noise` of the predicted
+  magnitudes at the recording's own pitch (batched YIN, :func:`vqspeech.nn.pitch.yin`): what a
+  perfect pitch head could give; and ``harmonic, head pitch`` at the pitch the model's own head
+  predicts from the codes (models with ``vocoder: harmonic``), which is how they decode;
 
 and, as ceilings for phase retrieval alone, the recording's true magnitudes through
 ``random + GL12`` and ``PGHI + GL12`` (copy synthesis). Each output is scored against its
@@ -46,8 +50,9 @@ from vqspeech.errors import VQSpeechError
 from vqspeech.evaluation import log_mel_distance, pesq_wb, stoi
 from vqspeech.evaluation.quality import dnsmos
 from vqspeech.inference import Codec
+from vqspeech.nn.pitch import decode_pitch, yin
 from vqspeech.nn.spectrogram import SpectrogramDecoder
-from vqspeech.vocoder import griffin_lim
+from vqspeech.vocoder import griffin_lim, harmonic_plus_noise
 
 #: Griffin-Lim iterations of the random-phase rows and the PGHI ceiling (the bundled model's own).
 ITERATIONS = 12
@@ -57,6 +62,8 @@ GRIFFIN_LIM_ROWS: tuple[tuple[str, str, str, int], ...] = (
     *((f"predicted, PGHI + GL{k}", "predicted", "pghi", k) for k in (0, 4, 8, 12)),
 )
 ORACLE_ROW = "predicted, oracle phase"
+HARMONIC_ORACLE_ROW = "predicted, harmonic, YIN pitch"
+HARMONIC_ROW = "predicted, harmonic, head pitch"
 CEILING_ROWS: tuple[tuple[str, str, str, int], ...] = (
     (f"true, random + GL{ITERATIONS}", "true", "random", ITERATIONS),
     (f"true, PGHI + GL{ITERATIONS}", "true", "pghi", ITERATIONS),
@@ -108,12 +115,18 @@ def score(reference: np.ndarray, wave: Tensor, sample_rate: int) -> dict[str, fl
 
 @torch.no_grad()
 def vocode_all(
-    decoder: SpectrogramDecoder, log_magnitude: Tensor, audio: Tensor, frames: int, seed: int
+    decoder: SpectrogramDecoder,
+    log_magnitude: Tensor,
+    audio: Tensor,
+    frames: int,
+    seed: int,
+    pitch: Tensor | None = None,
 ) -> dict[str, tuple[Tensor, float]]:
     """Every row's output ``[1, frames * hop_length]`` and vocoder seconds for one recording.
 
-    ``log_magnitude``: the decoder's prediction ``[1, bins, F']`` for ``frames`` latent frames;
-    ``audio``: the recording ``[1, frames * hop_length]`` (zero-padded to the codes' length).
+    ``log_magnitude``: the decoder's prediction ``[1, bins, F']`` for ``frames`` latent frames
+    (``pitch``: its pitch head's ``[1, 2, F']``, if it has one); ``audio``: the recording
+    ``[1, frames * hop_length]`` (zero-padded to the codes' length).
     """
     n_fft, hop = decoder.config.n_fft, decoder.config.griffin_lim_hop
     length = audio.shape[-1]
@@ -139,6 +152,27 @@ def vocode_all(
         torch.polar(predicted, spectrum.angle()), n_fft, hop, n_fft, torch.hann_window(n_fft), length=length
     )
     out[ORACLE_ROW] = (wave, time.perf_counter() - started)
+    # the harmonic vocoder on the same magnitudes, at the recording's own YIN pitch (what a
+    # perfect pitch head could give) and, where the model has one, at its head's pitch
+    measured = yin(audio, decoder.sample_rate, hop, frames=predicted.shape[-1], centred=True)
+    tracks = {HARMONIC_ORACLE_ROW: (torch.exp2(measured.log2_f0), measured.voiced)}
+    if pitch is not None:
+        tracks[HARMONIC_ROW] = decode_pitch(decoder.vocoder_frames(pitch, frames))
+    for row, (f0, voiced) in tracks.items():
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(seed)
+        harmonic = harmonic_plus_noise(
+            predicted,
+            f0,
+            voiced,
+            n_fft,
+            hop,
+            length,
+            decoder.sample_rate,
+            decoder.config.harmonic_max_hz,
+            generator,
+        )
+        out[row] = (harmonic.audio, time.perf_counter() - started)
     return out
 
 
@@ -204,8 +238,8 @@ def main() -> None:
         padded = torch.zeros(1, codes.shape[1] * hop)
         padded[0, : len(audio)] = torch.from_numpy(audio)
         with torch.no_grad():
-            log_magnitude = decoder(model.quantizer.lookup(codes), voice_for(codec, audio))
-        outputs = vocode_all(decoder, log_magnitude, padded, codes.shape[1], args.seed)
+            log_magnitude, pitch = decoder.frames(model.quantizer.lookup(codes), voice_for(codec, audio))
+        outputs = vocode_all(decoder, log_magnitude, padded, codes.shape[1], args.seed, pitch)
         original = dnsmos(audio, sr)
         rows[ORIGINAL_ROW].append({"dnsmos_ovrl": original.ovrl if original is not None else None})
         for row, (wave, spent) in outputs.items():
@@ -214,7 +248,14 @@ def main() -> None:
         total_audio += len(audio) / sr
         print(f"scored {path}", flush=True)
 
-    order = [ORIGINAL_ROW, *(r[0] for r in GRIFFIN_LIM_ROWS), ORACLE_ROW, *(r[0] for r in CEILING_ROWS)]
+    harmonic = [r for r in (HARMONIC_ORACLE_ROW, HARMONIC_ROW) if r in rows]
+    order = [
+        ORIGINAL_ROW,
+        *(r[0] for r in GRIFFIN_LIM_ROWS),
+        ORACLE_ROW,
+        *harmonic,
+        *(r[0] for r in CEILING_ROWS),
+    ]
     table = mean_table({name: rows[name] for name in order})
     for name, spent in seconds.items():
         table[name]["vocoder_seconds"] = spent

@@ -81,8 +81,9 @@ def score_command(
 
     STOI, wide-band PESQ (pesq extra), log-mel distance, mel-cepstral distortion, DNSMOS OVRL of
     the original and of the decoding (dnsmos extra), speaker similarity (spkr extra), raw and
-    (--prior) coded bitrate. Spectrogram-decoder models also get the copy-synthesis ceiling:
-    Griffin-Lim from each recording's true magnitudes with the model's settings.
+    (--prior) coded bitrate. Spectrogram-decoder models also get the copy-synthesis ceiling: the
+    model's vocoder from each recording's true magnitudes (Griffin-Lim; the harmonic vocoder at
+    the recording's own YIN pitch), with the model's settings.
 
     A table (one row per file, the mean, the ceiling) on stdout; --json OUT also writes JSON.
     A file that fails is reported and the others are scored; exit code 1 if any failed.
@@ -166,5 +167,5 @@ def _table(r: ScoreReport) -> Table:
         table.add_section()
         table.add_row(*_row(f"mean ({mean.n})", r.seconds, "", mean, f"{raw / 1000:.2f}{coded}"))
     if ceiling is not None:
-        table.add_row(*_row("ceiling (Griffin-Lim, true magnitudes)", r.seconds, "", ceiling, ""))
+        table.add_row(*_row("ceiling (its vocoder, true magnitudes)", r.seconds, "", ceiling, ""))
     return table

@@ -7,9 +7,10 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_recipe
 
 from vqspeech.checkpoint import DIGEST_KEY, load_checkpoint, payload_digest, save_checkpoint
-from vqspeech.config import SpectrogramConfig, load_recipe
+from vqspeech.config import Recipe, SpectrogramConfig, load_recipe
 from vqspeech.errors import ConfigError
 from vqspeech.model import VQVAE
 from vqspeech.nn.pitch import F0_WEIGHT, PITCH_REFERENCE, pitch_loss, yin
@@ -18,20 +19,17 @@ from vqspeech.train import PITCH_HEAD_KEYS, init_weights
 from vqspeech.vocoder import harmonic_plus_noise, hold_f0, stft_magnitude
 
 N_FFT, HOP, SR = 512, 128, 16000
-TINY = [
-    "model.n_speakers=2",
-    "model.speaker_dim=8",
-    "model.encoder.channels=16",
-    "model.encoder.res_dilations=[1, 2]",
-    "model.quantizer.dim=8",
-    "model.quantizer.codebook_size=16",
-    "model.quantizer.kmeans_init=false",
+#: A tiny spectrogram-decoder model (tests/helpers.py's tiny demo recipe, two speakers).
+SPECTROGRAM = (
+    "model.decoders=[spectrogram]",
     "model.spectrogram.channels=16",
     "model.spectrogram.dilations=[1, 2]",
-    "model.decoders=[spectrogram]",
-]
-HARMONIC = [*TINY, "model.spectrogram.vocoder=harmonic"]
-PLAIN = [*TINY, "model.spectrogram.vocoder=griffin_lim"]
+)
+
+
+def tiny(vocoder: str, *extra: str) -> Recipe:
+    """The tiny recipe with the spectrogram decoder and ``vocoder`` (harmonic or griffin_lim)."""
+    return tiny_recipe(2, *SPECTROGRAM, f"model.spectrogram.vocoder={vocoder}", *extra)
 
 
 def tone(f0: float, seconds: float = 1.0, amplitude: float = 0.3, start: int = 0) -> torch.Tensor:
@@ -130,7 +128,7 @@ def test_a_long_signal_in_two_pieces_continues_its_phase() -> None:
 def _voiced_model(max_hz: float = SR / 2) -> VQVAE:
     """A tiny harmonic model whose pitch head says every frame is voiced at ~128 Hz."""
     torch.manual_seed(0)
-    recipe = load_recipe("demo", [*HARMONIC, f"model.spectrogram.harmonic_max_hz={max_hz}"])
+    recipe = tiny("harmonic", f"model.spectrogram.harmonic_max_hz={max_hz}")
     model = VQVAE(recipe.model).eval()
     head = model.spectrogram_decoder.pitch
     assert head is not None
@@ -165,14 +163,14 @@ def test_chunked_harmonic_decoding_equals_one_shot(chunk_frames: int) -> None:
 
 def test_the_pitch_head_learns_from_the_training_loss() -> None:
     torch.manual_seed(0)
-    model = VQVAE(load_recipe("demo", HARMONIC).model)
+    model = VQVAE(tiny("harmonic").model)
     decoder = model.spectrogram_decoder
     assert decoder.pitch is not None
     out = model(tone(150.0, 0.256).repeat(2, 1), torch.tensor([0, 1]))
     assert out.spectrogram_loss is not None
     out.spectrogram_loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.pitch.parameters())
-    plain = VQVAE(load_recipe("demo", PLAIN).model).spectrogram_decoder
+    plain = VQVAE(tiny("griffin_lim").model).spectrogram_decoder
     assert plain.pitch is None  # griffin_lim decoders have no head, and their state is as before
     assert not any(k.startswith("pitch.") for k in plain.state_dict())
 
@@ -205,12 +203,12 @@ def test_vocoder_is_a_checked_setting() -> None:
 
 def test_a_harmonic_checkpoint_round_trips_and_init_adds_the_head(tmp_path) -> None:
     torch.manual_seed(0)
-    plain_recipe = load_recipe("demo", PLAIN)
+    plain_recipe = tiny("griffin_lim")
     plain = VQVAE(plain_recipe.model)
     speakers = [{"name": "a"}, {"name": "b"}]
     source = load_checkpoint(save_checkpoint(tmp_path / "plain.pt", plain, plain_recipe, speakers))
     # --init from a Griffin-Lim model into a harmonic run: every weight copied, the head fresh
-    recipe = load_recipe("demo", HARMONIC)
+    recipe = tiny("harmonic")
     model = VQVAE(recipe.model)
     fresh = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(PITCH_HEAD_KEYS)}
     assert fresh and init_weights(model, source, speakers) == 2
@@ -232,7 +230,7 @@ def test_a_harmonic_checkpoint_round_trips_and_init_adds_the_head(tmp_path) -> N
         model.eval().decode(codes, torch.tensor([1]), generator=g().manual_seed(0)),
     )
     # other model settings still have to match
-    other = VQVAE(load_recipe("demo", [*HARMONIC, "model.spectrogram.channels=24"]).model)
+    other = VQVAE(tiny("harmonic", "model.spectrogram.channels=24").model)
     with pytest.raises(ConfigError, match="channels"):
         init_weights(other, source, speakers)
     # and a harmonic checkpoint into a Griffin-Lim run drops the head
@@ -243,7 +241,7 @@ def test_a_harmonic_checkpoint_round_trips_and_init_adds_the_head(tmp_path) -> N
 
 def test_older_checkpoints_keep_griffin_lim_and_their_fingerprint(tmp_path) -> None:
     torch.manual_seed(0)
-    recipe = load_recipe("demo", PLAIN)
+    recipe = tiny("griffin_lim")
     model = VQVAE(recipe.model)
     path = save_checkpoint(tmp_path / "m.pt", model, recipe, [{"name": "a"}, {"name": "b"}])
     before = load_checkpoint(path).fingerprint

@@ -194,11 +194,12 @@ def init_weights(model: VQVAE, source: Checkpoint, speakers: list[dict[str, Any]
     rows copied.
     """
     check_same_model(model.config, source)
-    state = {k: v for k, v in source.model_state.items() if not k.startswith(PITCH_HEAD_KEYS)}
     mine = model.state_dict()
-    state.update({k: v for k, v in mine.items() if k.startswith(PITCH_HEAD_KEYS)})
-    if model.config.spectrogram.harmonic == source.recipe.model.spectrogram.harmonic:
-        state.update({k: v for k, v in source.model_state.items() if k.startswith(PITCH_HEAD_KEYS)})
+    # the pitch head: the checkpoint's where both have one, else this model's (fresh, or none)
+    same_head = model.config.spectrogram.harmonic == source.recipe.model.spectrogram.harmonic
+    heads = source.model_state if same_head else mine
+    state = {k: v for k, v in source.model_state.items() if not k.startswith(PITCH_HEAD_KEYS)}
+    state.update({k: v for k, v in heads.items() if k.startswith(PITCH_HEAD_KEYS)})
     key = "speaker_embedding.weight"
     rows = mine[key].clone()
     old = {name: i for i, name in enumerate(source.speaker_names)}

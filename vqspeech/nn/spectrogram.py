@@ -105,7 +105,7 @@ class SpectrogramDecoder(nn.Module):
 
     def forward(self, z_q: Tensor, speaker: Tensor) -> Tensor:
         """``z_q [B, D, F]``, speaker ``[B, speaker_dim]`` -> log magnitudes ``[B, bins, ceil(F / s)]``."""
-        return self.frames(z_q, speaker)[0]
+        return self._magnitudes(self._hidden(z_q, speaker), speaker)
 
     def frames(self, z_q: Tensor, speaker: Tensor) -> tuple[Tensor, Tensor | None]:
         """Log magnitudes ``[B, bins, F']`` and, with a pitch head, its output ``[B, 2, F']`` (else None).
@@ -113,17 +113,25 @@ class SpectrogramDecoder(nn.Module):
         ``F' = ceil(F / s)``; the pitch rows are a voicing logit and ``log2 F0 - 7``
         (:func:`vqspeech.nn.pitch.decode_pitch` turns them into Hz and a voiced flag).
         """
+        x = self._hidden(z_q, speaker)
+        pitch = None if self.pitch is None else self.pitch(x)
+        return self._magnitudes(x, speaker), pitch
+
+    def _hidden(self, z_q: Tensor, speaker: Tensor) -> Tensor:
+        """The blocks' output ``[B, channels, F']``, which the magnitudes and the pitch head read."""
         x = self.inp(z_q)
         for block in self.blocks:
             x = block(x, speaker)
-        pitch = None if self.pitch is None else self.pitch(x)
+        return x
+
+    def _magnitudes(self, x: Tensor, speaker: Tensor) -> Tensor:
         out = self.out(F.gelu(x))
         if self.envelope_gain is None:
-            return out, pitch
+            return out
         envelope_map: Tensor = self.envelope_map  # type: ignore[assignment]
         coeffs = speaker[:, -envelope_map.shape[1] :].to(envelope_map.dtype)
         envelope = coeffs @ envelope_map.T * self.envelope_gain  # [B, bins]
-        return out + envelope.to(out.dtype)[:, :, None], pitch
+        return out + envelope.to(out.dtype)[:, :, None]
 
     def target(self, audio: Tensor) -> Tensor:
         """Log magnitudes ``[B, bins, ceil(F / stride)]`` of audio ``[B, F * hop_length]`` (training target).

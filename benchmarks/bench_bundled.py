@@ -21,9 +21,10 @@ noise; speed hardly depends on content), 16 kHz mono 16-bit WAV, written to a te
    and from :func:`~vqspeech.vocoder.pghi_phase` (the model's ``model.spectrogram.phase_init``
    picks one when decoding), and ``pghi_phase`` alone; for a model with ``vocoder: harmonic``
    (what it then decodes with), :func:`~vqspeech.vocoder.harmonic_plus_noise` too. A model
-   without a spectrogram decoder skips these. The command line decodes in 1-s chunks with overlap
-   (``DECODE_CHUNK_FRAMES``): its vocoder does about a quarter more work than the one pass here,
-   and its decoder network recomputes each chunk's context frames.
+   without a spectrogram decoder skips these. The command line decodes in chunks of the family's
+   ``chunk_frames`` (spectrogram: 4096 latent frames, 16 s) with overlap: for inputs longer than
+   one chunk its decoder network recomputes each chunk's context frames (128 each side) and its
+   vocoder the 64-frame overlap, a few per cent more work than the one pass here.
 3. Peak RSS growth from the short to the long input, for encode and decode: both stream
    (chunked), so it should be flat in the length (a few MB: the token file, heap fragmentation)
    once the input is a few encoder chunks long (``ENCODE_CHUNK_FRAMES``: 16.4 s at hop 64).

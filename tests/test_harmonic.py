@@ -16,7 +16,7 @@ from vqspeech.model import VQVAE
 from vqspeech.nn.pitch import F0_WEIGHT, PITCH_REFERENCE, pitch_loss, yin
 from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.train import PITCH_HEAD_KEYS, init_weights
-from vqspeech.vocoder import harmonic_plus_noise, hold_f0, stft_magnitude
+from vqspeech.vocoder import _harmonic_sum, harmonic_plus_noise, hold_f0, stft_magnitude
 
 N_FFT, HOP, SR = 512, 128, 16000
 #: A tiny spectrogram-decoder model (tests/helpers.py's tiny demo recipe, two speakers).
@@ -98,6 +98,38 @@ def test_unvoiced_frames_are_noise_shaped_like_the_magnitudes() -> None:
     assert float(heard[band > 3000].sum() / heard.sum()) < 0.01
     level = float(heard.sum() / magnitude[0, :, 4:-4].square().mean(dim=1).sum())
     assert level == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("batch", "frames", "length"),
+    [(1, 20, 19 * HOP), (3, 25, 24 * HOP + 77), (2, 30, 30 * HOP)],  # the last: a hop held past the end
+)
+def test_the_harmonic_sum_is_the_plain_per_sample_sum(batch: int, frames: int, length: int) -> None:
+    """The segment-sorted sum (only voiced segments, each with its own harmonic count) equals
+    the straightforward one: every harmonic's amplitude interpolated to every sample, times its
+    cosine, summed; also with silent rows, silent harmonics inside the range and the last frame
+    held past the end."""
+    g = torch.Generator().manual_seed(5)
+    harmonics = 12
+    amplitude = torch.rand(batch, harmonics, frames, generator=g)
+    top = torch.randint(0, harmonics + 1, (batch, 1, frames), generator=g)  # 0: an unvoiced frame
+    amplitude = amplitude * (torch.arange(1, harmonics + 1)[None, :, None] <= top)
+    amplitude[:, 3] *= torch.rand(batch, frames, generator=g) > 0.5  # gaps below the top harmonic
+    amplitude[-1] = 0.0 if batch > 1 else amplitude[-1]  # a wholly silent row
+    phase = torch.rand(batch, length, generator=g) * 2 * math.pi
+    position = torch.arange(length, dtype=torch.float64) / HOP
+    j = position.floor().long().clamp(max=frames - 1)
+    r = (position - j).where(j < frames - 1, torch.zeros_like(position))
+    nxt = (j + 1).clamp(max=frames - 1)
+    a = amplitude.double()
+    per_sample = a[..., j] * (1 - r) + a[..., nxt] * r  # [B, K, T]
+    k = torch.arange(1, harmonics + 1, dtype=torch.float64)[None, :, None]
+    expected = (per_sample * torch.cos(k * phase.double()[:, None, :])).sum(dim=1)
+    got = _harmonic_sum(amplitude, phase, HOP)
+    assert got.shape == (batch, length)
+    assert torch.allclose(got.double(), expected, atol=2e-5)
+    if batch > 1:
+        assert not got[-1].any()
 
 
 def test_a_long_signal_in_two_pieces_continues_its_phase() -> None:

@@ -272,7 +272,6 @@ def test_training_lowers_the_loss_and_saves_a_prior(trained: Path, vqvae: Path) 
         load_prior(vqvae)
 
 
-
 def test_interrupt_and_resume_continues_exactly(tmp_path: Path, vqvae: Path, demo_corpus_dir: Path) -> None:
     recipe = prior_recipe(TINY_RECIPE)
     straight = train_prior(vqvae, demo_corpus_dir, tmp_path / "a", recipe=recipe, steps=12, device="cpu")

@@ -28,8 +28,6 @@ from vqspeech.tokens import SPEAKER_VECTOR_KEY, SpeakerVector, TokenFile, TokenH
 
 #: Latent frames per encoder pass (4096 x hop 64 = 16 s at 16 kHz): bounds encoder memory.
 ENCODE_CHUNK_FRAMES = 4096
-#: Latent frames per WaveNet push (250 x hop 64 = 1 s at 16 kHz): bounds decoder memory.
-DECODE_CHUNK_FRAMES = 250
 
 
 class Encoded(NamedTuple):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from vqspeech.audio import stream_audio, write_audio_stream
-from vqspeech.codec import DECODE_CHUNK_FRAMES, ENCODE_CHUNK_FRAMES, Codec
+from vqspeech.codec import ENCODE_CHUNK_FRAMES, Codec
 from vqspeech.errors import CheckpointError, ConfigError, ModelMismatchError, TokenFormatError
 from vqspeech.files import output, refuse_existing
 from vqspeech.prior_checkpoint import PriorCheckpoint, unpack_tokens
@@ -197,7 +197,7 @@ def decode_tokens(
     seed: int = 0,
     temperature: float = 1.0,
     decoder: str | None = None,
-    chunk_frames: int = DECODE_CHUNK_FRAMES,
+    chunk_frames: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Generate audio for ``tokens`` in ``speaker``'s voice: float32 chunks ``[n]`` at the model rate.
 
@@ -209,7 +209,8 @@ def decode_tokens(
     temperature -> the same audio, whatever ``chunk_frames`` is). ``temperature=0`` is greedy.
     ``decoder`` picks the decoder family (default: the model's first; the spectrogram family's
     Griffin-Lim phases come from the same seeded generator). Call :func:`check_tokens` first.
-    Memory follows ``chunk_frames``, not the file's length.
+    Memory follows ``chunk_frames`` (default: the family's
+    :attr:`~vqspeech.decoders.DecoderFamily.chunk_frames`), not the file's length.
     """
     family = codec.check_decoder(decoder)
     sid = voice_tensor(codec, speaker)
@@ -225,12 +226,13 @@ def _chunks(
     family: str,
     seed: int,
     temperature: float,
-    chunk_frames: int,
+    chunk_frames: int | None,
 ) -> Iterator[np.ndarray]:
     """:func:`decode_tokens`'s chunks for codes ``[1, F]`` and a checked voice ``sid`` and family."""
     generator = torch.Generator(device=codec.device).manual_seed(seed)
     codes_t = torch.from_numpy(codes).to(codec.device)
-    for chunk in codec.model.iter_decode(codes_t, sid, temperature, generator, chunk_frames, family):
+    step = chunk_frames or codec.model.families[family].chunk_frames
+    for chunk in codec.model.iter_decode(codes_t, sid, temperature, generator, step, family):
         piece = chunk[0, :remaining].float().cpu().numpy()
         remaining -= piece.shape[0]
         if piece.shape[0]:
@@ -262,7 +264,8 @@ class DecodeOptions:
     :meth:`Codec.reference_vector`), not both: whose voice; ``seed`` and ``temperature``: the
     sampling (see :func:`decode_tokens`); ``sample_rate``: the output's rate (default the
     model's); ``decoder``: the decoder family (default the model's first); ``overwrite``: replace
-    an existing output; ``chunk_frames``: latent frames per decoder push (bounds memory).
+    an existing output; ``chunk_frames``: latent frames per decoder push (bounds memory; default
+    the family's own).
     """
 
     speaker: str | None = None
@@ -272,7 +275,7 @@ class DecodeOptions:
     sample_rate: int | None = None
     decoder: str | None = None
     overwrite: bool = False
-    chunk_frames: int = DECODE_CHUNK_FRAMES
+    chunk_frames: int | None = None
 
 
 def _write_decoded(

@@ -380,25 +380,17 @@ def harmonic_plus_noise(
     harmonic_hz = k * f0[:, None, :]
     amplitude = amplitude * ((harmonic_hz < max_hz) & voiced[:, None, :])
 
-    # --- frames -> samples (linear), phase, and the sum of the harmonics
-    def to_samples(x: Tensor) -> Tensor:  # [B, C, N] -> [B, C, length]
-        spanned = F.interpolate(x, size=(frames - 1) * hop_length + 1, mode="linear", align_corners=True)
-        if spanned.shape[-1] < length:
-            spanned = F.pad(spanned, (0, length - spanned.shape[-1]), mode="replicate")
-        return spanned[..., :length]
-
-    step = 2 * torch.pi * to_samples(f0[:, None, :])[:, 0].double() / sample_rate
+    # --- the phase: F0 linear between frames (the last held), integrated per sample from ``phase0``
+    spanned = F.interpolate(f0[:, None], (frames - 1) * hop_length + 1, mode="linear", align_corners=True)
+    if spanned.shape[-1] < length:
+        spanned = F.pad(spanned, (0, length - spanned.shape[-1]), mode="replicate")
+    step = 2 * torch.pi * spanned[:, 0, :length].double() / sample_rate
     start = torch.zeros(batch, 1, dtype=torch.float64, device=device)
     if phase0 is not None:
         start = phase0.double().reshape(batch, 1)
     phase = torch.remainder(torch.cat([start, start + step.cumsum(dim=-1)[:, :-1]], dim=-1), 2 * torch.pi)
     phase = phase.float()
-    audio = torch.zeros(batch, length, device=device)
-    amplitudes = to_samples(amplitude)
-    for j in range(k_max):
-        if amplitude[:, j].any():
-            # (j + 1) * (phase mod 2 pi) is (j + 1) * phase mod 2 pi: wrapping first loses nothing
-            audio += amplitudes[:, j] * torch.cos((j + 1) * phase)
+    audio = _harmonic_sum(amplitude, phase, hop_length)
     # --- noise where there are no harmonics
     freqs = torch.arange(bins, device=device) * sample_rate / n_fft
     mask = ~(voiced[:, None, :] & (freqs[None, :, None] <= max_hz))
@@ -410,3 +402,44 @@ def harmonic_plus_noise(
     # hop / n_fft of what the magnitudes say (a quarter at 75 % overlap), so it is scaled back.
     noise = grid.inverse(torch.polar(noise_mag, 2 * torch.pi * rand)) * math.sqrt(n_fft / hop_length)
     return HarmonicAudio(audio + noise, phase)
+
+
+def _harmonic_sum(amplitude: Tensor, phase: Tensor, hop_length: int) -> Tensor:
+    """``sum_k a_k(t) cos(k phase(t))`` -> ``[B, length]``, for frame amplitudes ``[B, K, N]`` (frame
+    ``j`` on sample ``j * hop_length``, linear between frames, the last held) and ``phase [B, length]``.
+
+    Why not per sample and per harmonic: that is ``K`` interpolated amplitude tracks and ``K``
+    cosines for every sample, most of them zero (unvoiced frames, harmonics above ``max_hz``).
+    Here the samples are cut into segments of one hop between two frames; only segments with a
+    voiced end are made, each with as many harmonics as its ends have (sorted by that count, so
+    harmonic ``k`` is a prefix of the rows), and the linear interpolation is done after the sum:
+    ``sum_k ((1 - r) a_k[j] + r a_k[j + 1]) c_k = (1 - r) sum_k a_k[j] c_k + r sum_k a_k[j + 1] c_k``.
+    """
+    batch, harmonics, frames = amplitude.shape
+    length = phase.shape[-1]
+    segments = -(-length // hop_length)
+    # the amplitudes at both ends of each segment, the last frame held past the end
+    ends = F.pad(amplitude, (0, max(0, segments + 1 - frames)), mode="replicate")[..., : segments + 1]
+    k = torch.arange(1, harmonics + 1, device=amplitude.device)[None, :, None]
+    top = ((ends > 0) * k).amax(dim=1)  # [B, S + 1]: the highest sounding harmonic at each frame
+    count = torch.maximum(top[:, :-1], top[:, 1:]).reshape(-1)  # [B * S]
+    order = torch.argsort(count, descending=True)
+    rows = order[: int((count > 0).sum())]
+    out = torch.zeros(batch * segments, hop_length, device=amplitude.device)
+    if rows.numel() == 0:
+        return out.reshape(batch, -1)[:, :length]
+    padded = F.pad(phase, (0, segments * hop_length - length)).reshape(batch * segments, hop_length)[rows]
+    lo = ends[..., :-1].permute(1, 0, 2).reshape(harmonics, -1)[:, rows]  # [K, R]
+    hi = ends[..., 1:].permute(1, 0, 2).reshape(harmonics, -1)[:, rows]
+    active = count[rows]
+    near = torch.zeros_like(padded)  # sum_k a_k[j] c_k
+    far = torch.zeros_like(padded)  # sum_k a_k[j + 1] c_k
+    for j in range(int(active[0])):
+        n = int((active > j).sum())  # rows sorted by count: those with harmonic j + 1 come first
+        # (j + 1) * (phase mod 2 pi) is (j + 1) * phase mod 2 pi: wrapping first loses nothing
+        c = torch.cos((j + 1) * padded[:n])
+        near[:n].addcmul_(lo[j, :n, None], c)
+        far[:n].addcmul_(hi[j, :n, None], c)
+    r = torch.arange(hop_length, device=amplitude.device, dtype=torch.float32) / hop_length
+    out[rows] = near + r * (far - near)
+    return out.reshape(batch, -1)[:, :length]

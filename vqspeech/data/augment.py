@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import soxr
-from scipy import fft as sp_fft
 
 from vqspeech.data.augment_config import NOISE_COLOURS, AugmentConfig
 from vqspeech.errors import DataError
@@ -63,6 +62,9 @@ def _apply_response(
     n = audio.shape[0]
     if n == 0:
         return audio.copy()
+    # imported here, as scipy.signal below: scipy.fft costs every CLI command ~0.1 s of start-up
+    from scipy import fft as sp_fft
+
     size = sp_fft.next_fast_len(n + _FFT_PAD, real=True)
     spectrum = sp_fft.rfft(audio.astype(np.float64), size)
     freqs = np.fft.rfftfreq(size, 1.0 / sample_rate)
@@ -247,7 +249,7 @@ def reverberate(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
     if audio.shape[0] == 0:
         return audio.copy()
     # imported here: scipy.signal takes ~1 s to import, and every CLI command (decode too)
-    # imports this module through the training code
+    # imports this module through the demo and evaluation code
     from scipy.signal import fftconvolve
 
     wet = fftconvolve(audio.astype(np.float64), np.asarray(rir, dtype=np.float64))[: audio.shape[0]]

@@ -44,12 +44,15 @@ class DecoderFamily(ABC):
 
     ``name`` is what recipes list in ``model.decoders`` and ``--decoder`` takes; ``config_class``
     is its configuration dataclass (a new family's lives at ``model.families.<name>``);
-    ``summary`` is a few words for help text and ``vqspeech info``.
+    ``summary`` is a few words for help text and ``vqspeech info``; ``chunk_frames`` is how many
+    latent frames a command decodes at a time by default (memory follows it, not the file's length).
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type]
     summary: ClassVar[str]
+    #: Latent frames per decoder push (250 x hop 64 = 1 s at 16 kHz): bounds decoder memory.
+    chunk_frames: ClassVar[int] = 250
 
     @abstractmethod
     def build(self, config: ModelConfig) -> nn.Module:

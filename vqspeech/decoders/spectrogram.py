@@ -30,6 +30,10 @@ class SpectrogramFamily(DecoderFamily):
     name = "spectrogram"
     config_class = SpectrogramConfig
     summary = "fast"
+    # 4096 x hop 64 = 16 s at 16 kHz, a few MB of working memory: each chunk recomputes
+    # ``context_frames`` (128) each side plus the vocoder's overlap, which at 1-s chunks doubled
+    # the decoder network's work (issue 16: bundled model, one thread, 52x -> 130x real time).
+    chunk_frames = 4096
 
     def build(self, config: ModelConfig) -> nn.Module:
         # With a measured envelope in the speaker vectors (issue #7), the decoder adds it,

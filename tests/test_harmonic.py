@@ -207,6 +207,24 @@ def test_the_pitch_head_learns_from_the_training_loss() -> None:
     assert not any(k.startswith("pitch.") for k in plain.state_dict())
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_pitch_detach_keeps_the_pitch_loss_out_of_the_trunk(detach: bool) -> None:
+    """The pitch loss alone: with ``pitch_detach`` it trains the head and nothing below it."""
+    torch.manual_seed(0)
+    model = VQVAE(tiny("harmonic", f"model.spectrogram.pitch_detach={str(detach).lower()}").model)
+    decoder = model.spectrogram_decoder
+    assert decoder.pitch is not None
+    audio = tone(150.0, 0.256).repeat(2, 1)
+    z = torch.randn(2, model.config.quantizer.dim, audio.shape[1] // model.config.hop_length)
+    _, pitch = decoder.frames(z, model.speaker_vector(torch.tensor([0, 1])))
+    assert pitch is not None
+    decoder.pitch_loss(pitch, audio).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.pitch.parameters())
+    trunk = [p for name, p in decoder.named_parameters() if name.startswith(("inp.", "blocks."))]
+    reached = [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in trunk]
+    assert not any(reached) if detach else all(reached)
+
+
 def test_the_pitch_head_adds_its_reach_to_the_decoder_context() -> None:
     torch.manual_seed(0)
     config = SpectrogramConfig(channels=8, dilations=(1, 2), vocoder="harmonic")

@@ -127,6 +127,7 @@ _ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("spectrogram", "phase_init"): "random",
     ("spectrogram", "vocoder"): "griffin_lim",
     ("spectrogram", "harmonic_max_hz"): 4000.0,
+    ("spectrogram", "pitch_detach"): False,
     ("code_adversary",): 0.0,
     ("families",): {},  # settings of registered decoder families; the built-in ones keep their own
 }

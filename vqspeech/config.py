@@ -168,6 +168,10 @@ class SpectrogramConfig:
     # "griffin_lim" is how older models decode (phase_init, griffin_lim_iters).
     vocoder: str = "griffin_lim"
     harmonic_max_hz: float = 4000.0
+    # true: the pitch head reads a detached copy of the blocks' output, so the pitch loss trains
+    # the head alone and the magnitudes' trunk learns exactly as without it. For short runs from
+    # scratch (the demo), where the shared trunk otherwise splits its few steps between the two.
+    pitch_detach: bool = False
 
     @property
     def harmonic(self) -> bool:

@@ -215,8 +215,9 @@ def init_weights(model: VQVAE, source: Checkpoint, speakers: list[dict[str, Any]
 
 
 #: Model settings that ``--init`` lets a run change from its checkpoint's: the spectrogram
-#: decoder's vocoder (a pitch head is added fresh or dropped) and decode-time settings.
-INIT_MAY_CHANGE = ("vocoder", "harmonic_max_hz", "phase_init", "griffin_lim_iters")
+#: decoder's vocoder (a pitch head is added fresh or dropped), decode-time settings and where
+#: the pitch loss's gradient goes.
+INIT_MAY_CHANGE = ("vocoder", "harmonic_max_hz", "phase_init", "griffin_lim_iters", "pitch_detach")
 #: State-dict key prefix of the spectrogram decoder's pitch head.
 PITCH_HEAD_KEYS = "decoders.spectrogram.pitch."
 

@@ -114,7 +114,7 @@ class SpectrogramDecoder(nn.Module):
         (:func:`vqspeech.nn.pitch.decode_pitch` turns them into Hz and a voiced flag).
         """
         x = self._hidden(z_q, speaker)
-        pitch = None if self.pitch is None else self.pitch(x)
+        pitch = None if self.pitch is None else self.pitch(x.detach() if self.config.pitch_detach else x)
         return self._magnitudes(x, speaker), pitch
 
     def _hidden(self, z_q: Tensor, speaker: Tensor) -> Tensor:

@@ -156,7 +156,7 @@ def test_embedded_wavs_decode_to_the_files_audio(report) -> None:
 def test_report_headline_and_metrics(report) -> None:
     text, _, _ = report
     assert "trained for 8 steps" in text and "1 min 15 s of training" in text
-    assert "spectrogram decoder (Griffin-Lim from phase gradient heap integration)" in text  # the demo's
+    assert "spectrogram decoder (harmonic-plus-noise vocoder at a predicted pitch)" in text  # the demo's
     assert "0.760" in text and "met</span>" in text  # STOI aim met
     assert "50 %" in text and "not met</span>" in text  # conversion aim missed
     assert "8.10 dB" in text and "750 bits/s" in text and "n/a" in text  # pesq missing

@@ -70,6 +70,7 @@ def test_off_by_default_and_older_checkpoints_load_with_unchanged_fingerprints()
     del saved["model"]["spectrogram"]["phase_init"]
     del saved["model"]["spectrogram"]["vocoder"]
     del saved["model"]["spectrogram"]["harmonic_max_hz"]
+    del saved["model"]["spectrogram"]["pitch_detach"]
     del saved["model"]["code_adversary"]
     del saved["model"]["families"]
     assert recipe_from_dict(saved) == recipe

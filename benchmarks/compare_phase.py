@@ -50,9 +50,9 @@ from vqspeech.errors import VQSpeechError
 from vqspeech.evaluation import log_mel_distance, pesq_wb, stoi
 from vqspeech.evaluation.quality import dnsmos
 from vqspeech.inference import Codec
-from vqspeech.nn.pitch import decode_pitch, yin
+from vqspeech.nn.pitch import decode_pitch
 from vqspeech.nn.spectrogram import SpectrogramDecoder
-from vqspeech.vocoder import griffin_lim, harmonic_plus_noise
+from vqspeech.vocoder import griffin_lim
 
 #: Griffin-Lim iterations of the random-phase rows and the PGHI ceiling (the bundled model's own).
 ITERATIONS = 12
@@ -154,25 +154,16 @@ def vocode_all(
     out[ORACLE_ROW] = (wave, time.perf_counter() - started)
     # the harmonic vocoder on the same magnitudes, at the recording's own YIN pitch (what a
     # perfect pitch head could give) and, where the model has one, at its head's pitch
-    measured = yin(audio, decoder.sample_rate, hop, frames=predicted.shape[-1], centred=True)
-    tracks = {HARMONIC_ORACLE_ROW: (torch.exp2(measured.log2_f0), measured.voiced)}
+    tracks = {HARMONIC_ORACLE_ROW: decoder.pitch_of(audio, predicted.shape[-1])}
     if pitch is not None:
         tracks[HARMONIC_ROW] = decode_pitch(decoder.vocoder_frames(pitch, frames))
     for row, (f0, voiced) in tracks.items():
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
-        harmonic = harmonic_plus_noise(
-            predicted,
-            f0,
-            voiced,
-            n_fft,
-            hop,
-            length,
-            decoder.sample_rate,
-            decoder.config.harmonic_max_hz,
-            generator,
+        out[row] = (
+            decoder.harmonic_at(predicted, f0, voiced, length, generator).audio,
+            time.perf_counter() - started,
         )
-        out[row] = (harmonic.audio, time.perf_counter() - started)
     return out
 
 

@@ -57,10 +57,9 @@ from vqspeech.evaluation.measures import (
 from vqspeech.evaluation.quality import dnsmos_available, speaker_similarity_available
 from vqspeech.files import write_text_atomic
 from vqspeech.inference import decode_tokens, voice_tensor
-from vqspeech.nn.pitch import yin
 from vqspeech.prior_checkpoint import PriorCheckpoint
 from vqspeech.tokens import SpeakerVector, TokenFile
-from vqspeech.vocoder import griffin_lim, harmonic_plus_noise, stft_magnitude
+from vqspeech.vocoder import griffin_lim, stft_magnitude
 
 #: Seconds of each recording decoded per table speaker to choose the nearest one.
 VOICE_PROBE_SECONDS = 3.0
@@ -181,19 +180,9 @@ def _griffin_lim_ceiling(codec: Codec, audio: np.ndarray, seed: int) -> np.ndarr
     magnitude = stft_magnitude(wave, cfg.n_fft, cfg.griffin_lim_hop)
     generator = torch.Generator().manual_seed(seed)
     if cfg.harmonic:  # the harmonic vocoder: true magnitudes and the recording's own YIN pitch
-        measured = yin(wave, codec.sample_rate, cfg.griffin_lim_hop, frames=magnitude.shape[-1], centred=True)
-        harmonic = harmonic_plus_noise(
-            magnitude,
-            torch.exp2(measured.log2_f0),
-            measured.voiced,
-            cfg.n_fft,
-            cfg.griffin_lim_hop,
-            wave.shape[1],
-            codec.sample_rate,
-            cfg.harmonic_max_hz,
-            generator,
-        )
-        return harmonic.audio.clamp(-1.0, 1.0)[0].numpy()
+        decoder = codec.model.spectrogram_decoder
+        f0, voiced = decoder.pitch_of(wave, magnitude.shape[-1])
+        return decoder.harmonic_at(magnitude, f0, voiced, wave.shape[1], generator).audio[0].numpy()
     out = griffin_lim(
         magnitude,
         cfg.n_fft,

@@ -211,19 +211,34 @@ class SpectrogramDecoder(nn.Module):
         """
         frames = log_magnitude.shape[-1] * self.stride if frames is None else frames
         f0, voiced = decode_pitch(self.vocoder_frames(pitch, frames))
+        magnitude = self.vocoder_frames(log_magnitude, frames).exp()
+        return self.harmonic_at(magnitude, f0, voiced, frames * self.hop_length, generator, phase0)
+
+    def harmonic_at(
+        self,
+        magnitude: Tensor,
+        f0: Tensor,
+        voiced: Tensor,
+        length: int,
+        generator: torch.Generator | None = None,
+        phase0: Tensor | None = None,
+    ) -> HarmonicAudio:
+        """:func:`vqspeech.vocoder.harmonic_plus_noise` with this decoder's settings: magnitudes
+        ``[B, bins, N]`` on the vocoder's frames (hop ``griffin_lim_hop``), ``f0 [B, N]`` (Hz),
+        ``voiced [B, N]`` -> audio ``[B, length]`` clipped to [-1, 1], and the harmonics' phase.
+        Decoding gives it the pitch head's F0; copy synthesis (``vqspeech score``'s ceiling,
+        ``benchmarks/compare_phase.py``) a recording's own (:meth:`pitch_of`)."""
+        cfg = self.config
         out = harmonic_plus_noise(
-            self.vocoder_frames(log_magnitude, frames).exp(),
-            f0,
-            voiced,
-            self.config.n_fft,
-            self.config.griffin_lim_hop,
-            frames * self.hop_length,
-            self.sample_rate,
-            self.config.harmonic_max_hz,
-            generator,
-            phase0,
-        )
+            magnitude, f0, voiced, cfg.n_fft, cfg.griffin_lim_hop, length, self.sample_rate,
+            cfg.harmonic_max_hz, generator, phase0,
+        )  # fmt: skip
         return HarmonicAudio(out.audio.clamp(-1.0, 1.0), out.phase)
+
+    def pitch_of(self, audio: Tensor, frames: int) -> tuple[Tensor, Tensor]:
+        """F0 (Hz) and voicing ``[B, frames]`` of audio ``[B, T]`` (YIN) on the vocoder's frame grid."""
+        measured = yin(audio, self.sample_rate, self.config.griffin_lim_hop, frames=frames, centred=True)
+        return torch.exp2(measured.log2_f0), measured.voiced
 
     def vocoder_frames(self, log_magnitude: Tensor, frames: int) -> Tensor:
         """Log magnitudes ``[B, bins, F']`` of ``frames`` latent frames -> float32 ``[B, bins, 1 + L // g]``.

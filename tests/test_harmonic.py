@@ -101,16 +101,22 @@ def test_unvoiced_frames_are_noise_shaped_like_the_magnitudes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("batch", "frames", "length"),
-    [(1, 20, 19 * HOP), (3, 25, 24 * HOP + 77), (2, 30, 30 * HOP)],  # the last: a hop held past the end
+    ("batch", "frames", "length", "harmonics"),
+    [
+        (1, 20, 19 * HOP, 12),
+        (3, 25, 24 * HOP + 77, 12),
+        (2, 30, 30 * HOP, 12),  # a hop held past the end
+        (2, 20, 19 * HOP, 80),  # the recurrence restarted four times, as high as 50-Hz voices go
+    ],
 )
-def test_the_harmonic_sum_is_the_plain_per_sample_sum(batch: int, frames: int, length: int) -> None:
-    """The segment-sorted sum (only voiced segments, each with its own harmonic count) equals
-    the straightforward one: every harmonic's amplitude interpolated to every sample, times its
-    cosine, summed; also with silent rows, silent harmonics inside the range and the last frame
-    held past the end."""
+def test_the_harmonic_sum_is_the_plain_per_sample_sum(
+    batch: int, frames: int, length: int, harmonics: int
+) -> None:
+    """The segment-sorted sum (only voiced segments, each with its own harmonic count, cosines
+    from Chebyshev's recurrence) equals the straightforward one: every harmonic's amplitude
+    interpolated to every sample, times its cosine, summed; also with silent rows, silent
+    harmonics inside the range and the last frame held past the end."""
     g = torch.Generator().manual_seed(5)
-    harmonics = 12
     amplitude = torch.rand(batch, harmonics, frames, generator=g)
     top = torch.randint(0, harmonics + 1, (batch, 1, frames), generator=g)  # 0: an unvoiced frame
     amplitude = amplitude * (torch.arange(1, harmonics + 1)[None, :, None] <= top)
@@ -127,7 +133,8 @@ def test_the_harmonic_sum_is_the_plain_per_sample_sum(batch: int, frames: int, l
     expected = (per_sample * torch.cos(k * phase.double()[:, None, :])).sum(dim=1)
     got = _harmonic_sum(amplitude, phase, HOP)
     assert got.shape == (batch, length)
-    assert torch.allclose(got.double(), expected, atol=2e-5)
+    # float32 rounding, and the recurrence's drift: a fraction of the amplitudes' sum
+    assert torch.allclose(got.double(), expected, atol=5e-5 * float(amplitude.sum(dim=1).max()))
     if batch > 1:
         assert not got[-1].any()
 

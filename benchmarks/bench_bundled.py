@@ -7,7 +7,9 @@ synthetic speech-like signal (a gliding f0 with harmonics, a syllable-rate envel
 noise; speed hardly depends on content), 16 kHz mono 16-bit WAV, written to a temporary folder.
 
 1. The command line as a user runs it, each command a child process
-   (``python -m vqspeech_cli.main encode X.wav -o X.vqt -q``, then ``decode X.vqt -o Y.wav -q``;
+   (``python -m vqspeech_cli.main encode X.wav -o X.vqt -q``, then ``decode X.vqt -o Y.wav -q``,
+   whose ``--precision auto`` runs the decoder network in bfloat16 where the CPU has it natively,
+   and again with ``--precision float32``, the baseline in the same run;
    no ``-m`` for the bundled model): wall time including imports and model load, x real time
    (seconds of audio per wall-clock second) and peak RSS, for a 60-s and a 600-s input
    (``--quick``: 10 s and 60 s; ``--seconds SHORT LONG`` sets them). ``vqspeech speakers`` is the
@@ -16,7 +18,7 @@ noise; speed hardly depends on content), 16 kHz mono 16-bit WAV, written to a te
    (numba compiles its kernels on first call): the encoder (``Codec.encode_audio``), the speaker
    encoder (``Codec.speaker_vector``, where the model has one: encode runs it for the token
    header), the spectrogram decoder network (``model.decoders["spectrogram"]`` on the codes, in
-   one pass) and the vocoder (``SpectrogramDecoder.vocode``, i.e.
+   one pass; in float32 and under bfloat16 autocast) and the vocoder (``SpectrogramDecoder.vocode``, i.e.
    :func:`vqspeech.vocoder.griffin_lim` at the model's iterations) starting from random phases
    and from :func:`~vqspeech.vocoder.pghi_phase` (the model's ``model.spectrogram.phase_init``
    picks one when decoding), and ``pghi_phase`` alone; for a model with ``vocoder: harmonic``
@@ -62,6 +64,7 @@ import torch
 
 from vqspeech.bundled import model_or_bundled
 from vqspeech.codec import ENCODE_CHUNK_FRAMES, Codec
+from vqspeech.device import autocast, native_bfloat16
 from vqspeech.nn.spectrogram import SpectrogramDecoder
 from vqspeech.vocoder import pghi_phase
 
@@ -133,6 +136,11 @@ def measure_cli(model: Path | None, root: Path, seconds: tuple[float, float], sp
         for verb, command in (
             ("encode", ("encode", wav, *model_args, "-o", vqt, "-q")),
             ("decode", ("decode", vqt, *model_args, "-o", decoded, "-q")),
+            # the baseline for --precision auto's choice, in the same run
+            (
+                "decode_float32",
+                ("decode", vqt, *model_args, "-o", decoded, "-q", "--overwrite", "--precision", "float32"),
+            ),
         ):
             wall, peak = cli(*command)
             out[f"{verb}_{name}"] = {
@@ -166,6 +174,10 @@ def measure_stages(codec: Codec, seconds: float, repeats: int) -> tuple[dict[str
         stages["decoder_network"] = row(
             best_of(lambda: decoder(model.quantizer.lookup(codes), voice), repeats)
         )
+        with autocast(codec.device, torch.bfloat16):  # what --precision bfloat16 runs
+            stages["decoder_network_bfloat16"] = row(
+                best_of(lambda: decoder(model.quantizer.lookup(codes), voice), repeats)
+            )
         log_mag, pitch = decoder.frames(model.quantizer.lookup(codes), voice)
         frames = codes.shape[1]
         config = decoder.config
@@ -230,10 +242,14 @@ def main() -> None:
     short, long = (f"{s:g} s" for s in seconds)
     lines = [("vqspeech speakers (imports + model load)", commands["baseline"]["wall_s"], None,
               commands["baseline"]["peak_rss_mb"])]  # fmt: skip
-    for verb in ("encode", "decode"):
+    for verb, shown in (
+        ("encode", "encode"),
+        ("decode", "decode"),
+        ("decode_float32", "decode --precision float32"),
+    ):
         for name, label in (("short", short), ("long", long)):
             r = commands[f"{verb}_{name}"]
-            lines.append((f"vqspeech {verb} {label}", r["wall_s"], r["x_real_time"], r["peak_rss_mb"]))
+            lines.append((f"vqspeech {shown} {label}", r["wall_s"], r["x_real_time"], r["peak_rss_mb"]))
     for name, r in stages.items():
         lines.append((f"in-process {name.replace('_', ' ')} ({short})", r["best_s"], r["x_real_time"], None))
     width = max(len(line[0]) for line in lines)
@@ -249,6 +265,8 @@ def main() -> None:
               "growth includes its working memory filling up; see the docstring)")  # fmt: skip
     if skipped:
         print(f"skipped the decoder stages: {skipped}")
+    auto = "bfloat16 (native)" if native_bfloat16(codec.device) else "float32 (no native bfloat16)"
+    print(f"decode's --precision auto on this CPU: {auto}")
 
     def rounded(value: Any) -> Any:
         if isinstance(value, dict):
@@ -263,6 +281,8 @@ def main() -> None:
         "phase_init": codec.model.config.spectrogram.phase_init,
         "vocoder": codec.model.config.spectrogram.vocoder,
         "threads": torch.get_num_threads(),
+        # what decode's --precision auto computes the decoder network in, on this machine
+        "precision_auto": "bfloat16" if native_bfloat16(codec.device) else "float32",
         "quick": args.quick,
         "seconds": list(seconds),
         "repeats": args.repeats,

@@ -21,6 +21,7 @@ from vqspeech_cli.options import (
     Jobs,
     Output,
     Overwrite,
+    Precision,
     Quiet,
     Reference,
     SampleRate,
@@ -48,6 +49,7 @@ def convert(
     decoder: DecoderFamily = None,
     overwrite: Overwrite = False,
     device: Device = "auto",
+    precision: Precision = "auto",
     jobs: Jobs = 1,
     quiet: Quiet = False,
 ) -> None:
@@ -70,7 +72,7 @@ def convert(
     target = io.voice_label(speaker, reference, required=True)
     with boundary():
         tasks, problems = io.audio_tasks(inputs, output, AUDIO_EXTENSIONS, str(target))
-        codec = Codec.load(model_or_bundled(model), device)
+        codec = Codec.load(model_or_bundled(model), device, precision=precision)
         with io.Reporter("convert", len(tasks), quiet, problems) as report:
             convert_files(
                 codec,

@@ -22,6 +22,7 @@ from vqspeech_cli.options import (
     Jobs,
     Output,
     Overwrite,
+    Precision,
     Prior,
     Quiet,
     Reference,
@@ -66,6 +67,7 @@ def decode(
     prior: Prior = None,
     overwrite: Overwrite = False,
     device: Device = "auto",
+    precision: Precision = "auto",
     jobs: Jobs = 1,
     quiet: Quiet = False,
 ) -> None:
@@ -99,7 +101,7 @@ def decode(
             durations = [corpus_encode.token_duration(t.source) for t in tasks]
             tasks = corpus_encode.my_tasks(tasks, rank, world, durations)
             problems = problems if rank == 0 else []
-        codec = Codec.load(model_or_bundled(model), device, local_rank)
+        codec = Codec.load(model_or_bundled(model), device, local_rank, precision)
         prior = prior_or_bundled(prior, model, implicit=True)
         coding_prior = load_prior(prior) if prior is not None else None
         with io.Reporter("decode", len(tasks), quiet, problems) as report:

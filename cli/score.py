@@ -20,7 +20,7 @@ from vqspeech.evaluation.transcode import ScoreReport, score_recordings
 from vqspeech.prior_checkpoint import load_prior
 from vqspeech_cli.errors import boundary, printable, safe, stderr
 from vqspeech_cli.io import expand_inputs
-from vqspeech_cli.options import DecoderFamily, Device, Model, Quiet, Seed
+from vqspeech_cli.options import DecoderFamily, Device, Model, Precision, Quiet, Seed
 
 STDOUT = "-"
 
@@ -75,6 +75,7 @@ def score_command(
     decoder: DecoderFamily = None,
     seed: Seed = 0,
     device: Device = "auto",
+    precision: Precision = "auto",
     quiet: Quiet = False,
 ) -> None:
     """Encode and decode recordings, and score each decoding against its original.
@@ -92,7 +93,7 @@ def score_command(
     for problem in problems:
         stderr.print(f"[bold red]error:[/] {safe(problem.label)}: {safe(problem.reason)}")
     with boundary():
-        codec = Codec.load(model, device)
+        codec = Codec.load(model, device, precision=precision)
         prior = prior_or_bundled(prior, model)
         loaded_prior = load_prior(prior) if prior is not None else None
         report = score_recordings(

@@ -30,8 +30,23 @@ SPECTROGRAM = [
     "model.spectrogram.dilations=[1, 2]",
     "model.spectrogram.phase_init=random",
 ]
-CLI_ROWS = {"encode_short", "encode_long", "decode_short", "decode_long"}
-STAGES = {"encoder", "decoder_network", "vocoder_harmonic", "vocoder_random", "vocoder_pghi", "pghi_phase"}
+CLI_ROWS = {
+    "encode_short",
+    "encode_long",
+    "decode_short",
+    "decode_long",
+    "decode_float32_short",
+    "decode_float32_long",
+}
+STAGES = {
+    "encoder",
+    "decoder_network",
+    "decoder_network_bfloat16",
+    "vocoder_harmonic",
+    "vocoder_random",
+    "vocoder_pghi",
+    "pghi_phase",
+}
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -67,6 +82,7 @@ def test_tiny_run_measures_the_cli_the_stages_and_the_memory_growth(tmp_path: Pa
     assert result["model"] == str(ckpt) and result["fingerprint"] == Codec.load(ckpt, "cpu").fingerprint
     assert result["threads"] == 1 and result["seconds"] == [0.5, 1.0] and result["repeats"] == 1
     assert result["phase_init"] == "random" and result["skipped"] is None
+    assert result["precision_auto"] in ("bfloat16", "float32")
     assert result["encode_chunk_s"] == 4096 * 64 / 16000
     cli = result["cli"]
     assert set(cli) == {"baseline", *CLI_ROWS}

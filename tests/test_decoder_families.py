@@ -78,6 +78,7 @@ class ToyFamily(DecoderFamily):
         step: int,
         temperature: float,
         generator: torch.Generator | None,
+        dtype: torch.dtype,
     ) -> Iterator[Tensor]:
         for start in range(0, codes.shape[1], step):
             yield module(lookup(codes[:, start : start + step]), voice)

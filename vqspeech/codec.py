@@ -21,7 +21,7 @@ import torch
 
 from vqspeech.audio import stream_audio
 from vqspeech.checkpoint import Checkpoint, load_checkpoint
-from vqspeech.device import resolve_device
+from vqspeech.device import resolve_device, resolve_precision
 from vqspeech.errors import ConfigError
 from vqspeech.model import VQVAE
 from vqspeech.tokens import SPEAKER_VECTOR_KEY, SpeakerVector, TokenFile, TokenHeader
@@ -49,15 +49,22 @@ class Codec:
     model: VQVAE
     device: torch.device
     fingerprint: str  # Checkpoint.fingerprint, computed once (it hashes every weight)
+    #: What decoder networks compute in when decoding (encoding is always float32).
+    decode_dtype: torch.dtype = torch.float32
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str = "auto", local_rank: int = 0) -> Codec:
+    def load(
+        cls, path: str | os.PathLike[str], device: str = "auto", local_rank: int = 0, precision: str = "auto"
+    ) -> Codec:
         """Load checkpoint ``path`` on ``device`` (auto/cpu/cuda; under torchrun, this rank's GPU
-        ``local_rank``); CheckpointError if it is unusable."""
+        ``local_rank``); CheckpointError if it is unusable. ``precision`` (auto/float32/bfloat16,
+        :func:`~vqspeech.device.resolve_precision`) sets :attr:`decode_dtype`: auto is bfloat16
+        where the device computes it natively, else float32."""
         target = resolve_device(device, local_rank)
+        dtype = resolve_precision(precision, target)
         ckpt = load_checkpoint(Path(path))
         model = ckpt.build_model(target)
-        return cls(ckpt, model, target, ckpt.fingerprint)
+        return cls(ckpt, model, target, ckpt.fingerprint, dtype)
 
     @property
     def sample_rate(self) -> int:

@@ -232,7 +232,9 @@ def _chunks(
     generator = torch.Generator(device=codec.device).manual_seed(seed)
     codes_t = torch.from_numpy(codes).to(codec.device)
     step = chunk_frames or codec.model.families[family].chunk_frames
-    for chunk in codec.model.iter_decode(codes_t, sid, temperature, generator, step, family):
+    for chunk in codec.model.iter_decode(
+        codes_t, sid, temperature, generator, step, family, codec.decode_dtype
+    ):
         piece = chunk[0, :remaining].float().cpu().numpy()
         remaining -= piece.shape[0]
         if piece.shape[0]:

@@ -308,6 +308,7 @@ class VQVAE(nn.Module):
         generator: torch.Generator | None = None,
         chunk_frames: int | None = None,
         decoder: str | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """Codes ``[B, F]`` + speaker ids ``[B]`` (or vectors) -> float audio ``[B, F * hop_length]``.
 
@@ -316,8 +317,10 @@ class VQVAE(nn.Module):
         the same waveform for the same ``generator`` seed whatever ``chunk_frames`` is.
         Spectrogram: predicted magnitudes, Griffin-Lim phases seeded by ``generator``.
         Other families: see their :meth:`~vqspeech.decoders.DecoderFamily.iter_decode`.
+        ``dtype``: what the decoder network computes in (float32, or bfloat16 where it is native;
+        see :func:`vqspeech.device.resolve_precision`).
         """
-        pieces = list(self.iter_decode(codes, speaker, temperature, generator, chunk_frames, decoder))
+        pieces = list(self.iter_decode(codes, speaker, temperature, generator, chunk_frames, decoder, dtype))
         return torch.cat(pieces, dim=1)
 
     @torch.no_grad()
@@ -329,6 +332,7 @@ class VQVAE(nn.Module):
         generator: torch.Generator | None = None,
         chunk_frames: int | None = None,
         decoder: str | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> Iterator[Tensor]:
         """Like :meth:`decode`, but yields audio ``[B, n]`` chunk by chunk at bounded memory.
 
@@ -353,6 +357,7 @@ class VQVAE(nn.Module):
             step=step,
             temperature=temperature,
             generator=generator,
+            dtype=dtype,
         )
 
     def parameter_counts(self) -> dict[str, int]:

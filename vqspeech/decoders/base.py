@@ -74,12 +74,16 @@ class DecoderFamily(ABC):
         step: int,
         temperature: float,
         generator: torch.Generator | None,
+        dtype: torch.dtype,
     ) -> Iterator[Tensor]:
         """Codes ``[B, F]`` + voice ``[B, speaker_dim]`` -> audio chunks ``[B, n]``, ``step`` latent
         frames at a time (``step >= F``: one chunk); the chunks add up to ``F * hop_length`` samples.
 
         ``temperature`` and ``generator`` are for families that sample; a family whose output
-        does not depend on them ignores them.
+        does not depend on them ignores them. ``dtype`` is what its network may compute in
+        (:func:`vqspeech.device.autocast`; float32 exactly as trained, bfloat16 faster where
+        native); the audio is float32 either way, and a family whose output would drift in it
+        (the WaveNet's sampling feeds each sample back) computes in float32 regardless.
         """
 
     @abstractmethod

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from vqspeech.config import ModelConfig, SpectrogramConfig
 from vqspeech.decoders.base import DecoderFamily, FamilyLoss, Lookup
+from vqspeech.device import autocast
 from vqspeech.nn.speaker import envelope_dims, envelope_synthesis
 from vqspeech.nn.spectrogram import SpectrogramDecoder
 
@@ -71,11 +72,18 @@ class SpectrogramFamily(DecoderFamily):
         step: int,
         temperature: float,
         generator: torch.Generator | None,
+        dtype: torch.dtype,
     ) -> Iterator[Tensor]:
         decoder = cast(SpectrogramDecoder, module)
         frames, hop, stride = codes.shape[1], decoder.hop_length, decoder.stride
+
+        def network(z_q: Tensor) -> tuple[Tensor, Tensor | None]:  # in ``dtype``; float32 out
+            with autocast(z_q.device, dtype):
+                log_mag, pitch = decoder.frames(z_q, voice)
+            return log_mag.float(), None if pitch is None else pitch.float()
+
         if step >= frames:
-            log_mag, pitch = decoder.frames(lookup(codes), voice)
+            log_mag, pitch = network(lookup(codes))
             yield decoder.vocode(log_mag, frames, generator, pitch=pitch)
             return
         # chunk edges on multiples of the decoder's stride, so each chunk's frames are the
@@ -90,7 +98,7 @@ class SpectrogramFamily(DecoderFamily):
             stop = min(frames, start + step)
             first = max(0, start - overlap)
             lo, hi = max(0, first - ctx) // stride * stride, min(frames, stop + ctx)
-            log_mag, pitch = decoder.frames(lookup(codes[:, lo:hi]), voice)
+            log_mag, pitch = network(lookup(codes[:, lo:hi]))
             wanted = slice((first - lo) // stride, decoder.output_frames(stop - lo))
             if pitch is None:
                 audio = decoder.vocode(log_mag[..., wanted], stop - first, generator)

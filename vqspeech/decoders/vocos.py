@@ -51,11 +51,12 @@ class VocosFamily(DecoderFamily):
         step: int,
         temperature: float,
         generator: torch.Generator | None,
+        dtype: torch.dtype,
     ) -> Iterator[Tensor]:
         # Deterministic: temperature and generator do not apply. The decoder takes latents, so
         # it looks up each chunk's window itself through ``lookup`` of the whole code sequence.
         decoder = cast(VocosDecoder, module)
-        yield from decoder.iter_decode(lookup(codes), voice, max(1, step))
+        yield from decoder.iter_decode(lookup(codes), voice, max(1, step), dtype)
 
     def receptive_field(self, config: ModelConfig) -> int:
         return cast(VocosConfig, config.family_config(self.name)).receptive_field(config.hop_length)

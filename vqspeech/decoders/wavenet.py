@@ -50,7 +50,9 @@ class WaveNetFamily(DecoderFamily):
         step: int,
         temperature: float,
         generator: torch.Generator | None,
+        dtype: torch.dtype,
     ) -> Iterator[Tensor]:
+        # float32 whatever ``dtype`` asks: every sample is fed back, so rounding would compound
         net = cast(WaveNet, module)
         stream = net.stream(voice, generator=generator)
         frames = codes.shape[1]

@@ -40,7 +40,7 @@ def decode_speakers(
     ids = torch.tensor([codec.speaker_id(s) for s in speakers], device=codec.device)
     batch = torch.from_numpy(codes).to(codec.device).expand(len(speakers), -1)
     generator = torch.Generator(device=codec.device).manual_seed(seed)
-    out = codec.model.decode(batch, ids, generator=generator, decoder=family)
+    out = codec.model.decode(batch, ids, generator=generator, decoder=family, dtype=codec.decode_dtype)
     return out.float().cpu().numpy()
 
 
@@ -50,7 +50,7 @@ def decode_vectors(
     """Codes ``[1, F]`` decoded once per speaker vector ``[N, D]`` -> float32 ``[N, F * hop]``."""
     batch = torch.from_numpy(codes).to(codec.device).expand(vectors.shape[0], -1)
     generator = torch.Generator(device=codec.device).manual_seed(seed)
-    out = codec.model.decode(batch, vectors, generator=generator, decoder=family)
+    out = codec.model.decode(batch, vectors, generator=generator, decoder=family, dtype=codec.decode_dtype)
     return out.float().cpu().numpy()
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqspeech.device import autocast
 from vqspeech.nn.audio_losses import log_mel_loss, multi_resolution_stft_loss
 from vqspeech.nn.vocos_config import VocosConfig, VocosLossConfig
 
@@ -195,8 +196,11 @@ class VocosDecoder(nn.Module):
         return torch.cat(list(self.iter_decode(codes, speaker, chunk_tokens)), dim=-1)
 
     @torch.no_grad()
-    def iter_decode(self, codes: Tensor, speaker: Tensor, chunk_tokens: int) -> Iterator[Tensor]:
-        """Yield :meth:`decode`'s audio chunk by chunk: ``[B, n * hop_length]`` for each ``n``-token chunk."""
+    def iter_decode(
+        self, codes: Tensor, speaker: Tensor, chunk_tokens: int, dtype: torch.dtype = torch.float32
+    ) -> Iterator[Tensor]:
+        """Yield :meth:`decode`'s audio chunk by chunk: ``[B, n * hop_length]`` for each ``n``-token
+        chunk; the backbone computes in ``dtype`` (:func:`vqspeech.device.autocast`), the iSTFT in float32."""
         if chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
         s, hop, frame_hop, half = self.stride, self.hop_length, self.frame_hop, self.config.n_fft // 2
@@ -212,7 +216,9 @@ class VocosDecoder(nn.Module):
             # tokens those frames depend on: backbone reach, then the input conv's s either side
             lo = max(0, (first - reach - 1) * s)
             hi = min(tokens, (final + reach + 1) * s)
-            head = self.frames(codes[..., lo:hi], speaker)
+            with autocast(codes.device, dtype):
+                head = self.frames(codes[..., lo:hi], speaker)
+            head = head.float()
             offset = lo // s  # global index of local frame 0
             spectrum = self.to_spectrum(head[..., first - offset : final - offset + 1])
             span = length - first * frame_hop if final == last else (final - first) * frame_hop

@@ -25,7 +25,7 @@ from vqspeech.config import SpeakerEncoderConfig, load_recipe, recipe_from_dict
 from vqspeech.data.batches import StepBatches
 from vqspeech.describe import describe_tokens
 from vqspeech.errors import ConfigError, TokenFormatError
-from vqspeech.features import mel_frequencies
+from vqspeech.features import mel_basis, mel_frequencies
 from vqspeech.inference import DecodeOptions, decode_tokens, encode_file
 from vqspeech.model import VQVAE
 from vqspeech.nn.speaker import PITCH_CENTRE, PITCH_OCTAVES, log2_f0_sums
@@ -356,6 +356,41 @@ def test_mel_frequencies_are_librosas(n_mels: int, fmin: float, fmax: float) -> 
     # librosa's Slaney scale exactly, or shipped models would decode differently
     expected = librosa.mel_frequencies(n_mels=n_mels, fmin=fmin, fmax=fmax)
     np.testing.assert_array_equal(mel_frequencies(n_mels, fmin, fmax), expected)
+
+
+@pytest.mark.parametrize(
+    ("sample_rate", "n_fft", "n_mels", "fmin", "fmax"),
+    [
+        (16000, 512, 80, 0.0, None),
+        (16000, 1024, 40, 0.0, None),
+        (22050, 2048, 128, 30.0, 8000.0),
+        (8000, 256, 20, 0.0, 3400.0),
+    ],
+)
+def test_mel_basis_is_librosas(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None
+) -> None:
+    # the speaker encoder's and the spectrogram loss's features: the filters trained models saw
+    expected = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    got = mel_basis(sample_rate, n_fft, n_mels, fmin, fmax)
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_encoding_with_a_speaker_encoder_does_not_import_librosa(tmp_path: Path) -> None:
+    # importing librosa.filters cost ~1 s of every `vqspeech encode` (the speaker encoder's mel
+    # features); the filters are written out instead
+    codec = Codec.load(make_checkpoint(tmp_path / "enc.pt", extra=SPEAKER_ENCODER))
+    wav = write_tone(tmp_path / "voice.wav", 0.3, f0=130)
+    argv = ["encode", str(wav), "-m", str(codec.checkpoint.path), "-o", str(tmp_path / "voice.vqt")]
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom vqspeech_cli.main import app\n"
+        f"result = CliRunner().invoke(app, {argv!r})\n"
+        "print(result.exit_code, [m for m in ('librosa',) if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "0 []", result.stdout + result.stderr
+    assert (tmp_path / "voice.vqt").stat().st_size > 0
 
 
 def test_decoding_a_voice_imports_neither_librosa_nor_scipy_signal(tmp_path: Path) -> None:

@@ -228,3 +228,18 @@ def test_the_vocos_family_trains_and_decodes_through_the_model(tmp_path: Path) -
     assert whole.shape == (2, codes.shape[1] * 64)
     chunked = torch.cat(list(vq.iter_decode(codes, speakers, chunk_frames=5)), dim=1)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-4)
+
+
+def test_vocos_decodes_in_bfloat16_close_to_float32(tmp_path: Path) -> None:
+    """``dtype=bfloat16`` runs the backbone under autocast; the iSTFT and the audio stay float32."""
+    vq = load_checkpoint(make_checkpoint(tmp_path / "v.pt", extra=TINY_VOCOS)).build_model()
+    audio = torch.from_numpy(tone(0.256, f0=150, seed=0))[None]
+    codes = vq.encode(audio)
+    exact = torch.cat(list(vq.iter_decode(codes, torch.tensor([0]), chunk_frames=5)), dim=1)
+    fast = torch.cat(
+        list(vq.iter_decode(codes, torch.tensor([0]), chunk_frames=5, dtype=torch.bfloat16)), dim=1
+    )
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    assert not torch.equal(fast, exact)  # it did compute in bfloat16
+    scale = float(exact.abs().max())
+    assert scale > 0 and float((fast - exact).abs().max()) < 0.05 * scale

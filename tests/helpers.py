@@ -152,3 +152,26 @@ def flip_weight_bytes(path: Path, count: int = 50) -> None:
     for k in range(count):
         data[start + (k * 7) % info.file_size] ^= 0x5A
     path.write_bytes(bytes(data))
+
+
+def voiced_harmonic_model(max_hz: float = 8000.0) -> VQVAE:
+    """A tiny spectrogram model with the harmonic vocoder (two speakers) whose pitch head says
+    every frame is voiced at ~128 Hz: below ``max_hz`` its audio is harmonics only, no random
+    noise, so two decodings differ only where the computation does."""
+    torch.manual_seed(0)
+    recipe = tiny_recipe(
+        2,
+        "model.decoders=[spectrogram]",
+        "model.spectrogram.channels=16",
+        "model.spectrogram.dilations=[1, 2]",
+        "model.spectrogram.vocoder=harmonic",
+        f"model.spectrogram.harmonic_max_hz={max_hz}",
+    )
+    model = VQVAE(recipe.model).eval()
+    head = model.spectrogram_decoder.pitch
+    assert head is not None
+    with torch.no_grad():
+        weight, bias = head.out.parameters()
+        weight.mul_(0.01)
+        bias.copy_(torch.tensor([5.0, 0.0]))
+    return model

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import tiny_recipe
+from helpers import tiny_recipe, voiced_harmonic_model
 
 from vqspeech.checkpoint import DIGEST_KEY, load_checkpoint, payload_digest, save_checkpoint
 from vqspeech.config import Recipe, SpectrogramConfig, load_recipe
@@ -164,23 +164,9 @@ def test_a_long_signal_in_two_pieces_continues_its_phase() -> None:
     torch.testing.assert_close(first.phase, whole.phase[:, : cut * HOP], atol=1e-3, rtol=0)
 
 
-def _voiced_model(max_hz: float = SR / 2) -> VQVAE:
-    """A tiny harmonic model whose pitch head says every frame is voiced at ~128 Hz."""
-    torch.manual_seed(0)
-    recipe = tiny("harmonic", f"model.spectrogram.harmonic_max_hz={max_hz}")
-    model = VQVAE(recipe.model).eval()
-    head = model.spectrogram_decoder.pitch
-    assert head is not None
-    with torch.no_grad():
-        weight, bias = head.out.parameters()
-        weight.mul_(0.01)
-        bias.copy_(torch.tensor([5.0, 0.0]))
-    return model
-
-
 @pytest.mark.parametrize("frames", [1, 5, 37, 38])
 def test_harmonic_decoding_follows_the_token_count_exactly(frames: int) -> None:
-    model = _voiced_model(4000.0)
+    model = voiced_harmonic_model(4000.0)
     codes = torch.randint(0, 16, (2, frames))
     audio = model.decode(codes, torch.tensor([0, 1]))
     assert audio.shape == (2, frames * 64)
@@ -190,7 +176,7 @@ def test_harmonic_decoding_follows_the_token_count_exactly(frames: int) -> None:
 @pytest.mark.parametrize("chunk_frames", [40, 101])
 def test_chunked_harmonic_decoding_equals_one_shot(chunk_frames: int) -> None:
     # voiced everywhere and harmonic up to Nyquist: no random noise, so chunks must join exactly
-    model = _voiced_model()
+    model = voiced_harmonic_model(SR / 2)
     codes = torch.randint(0, 16, (1, 400))
     whole = model.decode(codes, torch.tensor([0]))
     pieces = list(model.iter_decode(codes, torch.tensor([0]), chunk_frames=chunk_frames))

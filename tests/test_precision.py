@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import make_checkpoint, tiny_recipe
+from helpers import make_checkpoint, tiny_recipe, voiced_harmonic_model
 from typer.testing import CliRunner
 
 from vqspeech.codec import Codec
@@ -19,27 +19,13 @@ from vqspeech.vocoder import stft_magnitude
 from vqspeech_cli.main import app
 
 CPU = torch.device("cpu")
-#: A tiny harmonic spectrogram model whose pitch head says every frame is voiced (no random
-#: noise, so two decodings differ only by how the network computed).
+#: A tiny spectrogram model with the harmonic vocoder, for checkpoints the CLI loads.
 HARMONIC = (
     "model.decoders=[spectrogram]",
     "model.spectrogram.channels=16",
     "model.spectrogram.dilations=[1, 2]",
     "model.spectrogram.vocoder=harmonic",
-    "model.spectrogram.harmonic_max_hz=8000",
 )
-
-
-def _voiced_model() -> VQVAE:
-    torch.manual_seed(0)
-    model = VQVAE(tiny_recipe(2, *HARMONIC).model).eval()
-    head = model.spectrogram_decoder.pitch
-    assert head is not None
-    with torch.no_grad():
-        weight, bias = head.out.parameters()
-        weight.mul_(0.01)
-        bias.copy_(torch.tensor([5.0, 0.0]))
-    return model
 
 
 @pytest.mark.parametrize("native", [False, True])
@@ -59,7 +45,7 @@ def test_an_unknown_precision_is_a_config_error() -> None:
 
 
 def test_bfloat16_decoding_is_float32_audio_close_to_float32_decoding() -> None:
-    model = _voiced_model()
+    model = voiced_harmonic_model()
     codes = torch.randint(0, 16, (1, 300), generator=torch.Generator().manual_seed(1))
     speaker = torch.tensor([0])
     exact = model.decode(codes, speaker, generator=torch.Generator().manual_seed(0))
@@ -75,7 +61,7 @@ def test_bfloat16_decoding_is_float32_audio_close_to_float32_decoding() -> None:
 def test_decoding_leaves_autocast_off_between_chunks() -> None:
     """The network's autocast must not outlive its call: the chunks are yielded to code that
     runs on the same thread (a training step, another model)."""
-    model = _voiced_model()
+    model = voiced_harmonic_model()
     codes = torch.randint(0, 16, (1, 300))
     for _ in model.iter_decode(codes, torch.tensor([0]), chunk_frames=64, dtype=torch.bfloat16):
         assert not torch.is_autocast_enabled("cpu")

@@ -32,20 +32,10 @@ On the device (run from the repository root; the project is copied there, not in
 (give the call ``timeout_s`` 480: the default ``--budget-s`` is 300 s, warm-up steps included, and
 imports and CUDA's start come on top; the machine's own start is not counted in ``timeout_s``.) What it
 needs there: torch, numpy and pyyaml, all in the H200 image (numba is there too, unused on a
-GPU). It needs neither ``cli/`` nor soundfile, soxr or constriction, which the image lacks. The
-``spectrogram`` and ``vocos`` sections also need librosa (its Slaney mel filters), which the
-image lacks: without it they are skipped. To run them, fetch four pure-Python wheels here once
-(librosa's other needs, numba, scipy, scikit-learn, joblib, msgpack, lazy_loader, are there)::
-
-    echo /.whl/ >> .git/info/exclude
-    python3 -m pip download --no-deps --only-binary=:all: -d .whl \\
-        librosa==0.11.0 decorator==5.3.1 pooch==1.9.0 platformdirs==4.14.9
-
-then name ``.whl`` in the call's ``carry`` and run, as one line::
-
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \\
-        .whl/*.whl || exit; PYTHONUNBUFFERED=1 PYTHONPATH=.:/tmp/site python3 benchmarks/bench_gpu.py \\
-        --out $OUT/gpu.json
+GPU), for every section: neither ``cli/`` nor soundfile, soxr, constriction or librosa, which
+the image lacks (the spectrogram and Vocos sections' Slaney mel filters are written out in
+:func:`vqspeech.features.mel_basis`; they once needed librosa's, carried over as wheels).
+``tests/test_bench_gpu.py`` runs it with those packages made unimportable.
 
 On CPU, ``--tiny`` (tiny models, 1 warm-up + 3 timed steps, 32 ms of generated audio) runs
 every section in seconds; ``tests/test_bench_gpu.py`` runs it::

@@ -440,9 +440,8 @@ def _harmonic_sum(amplitude: Tensor, phase: Tensor, hop_length: int) -> Tensor:
     out = torch.zeros(batch * segments, hop_length, device=amplitude.device)
     if rows.numel() == 0:
         return out.reshape(batch, -1)[:, :length]
-    padded = F.pad(phase.float(), (0, segments * hop_length - length)).reshape(batch * segments, hop_length)[
-        rows
-    ]
+    segmented = F.pad(phase.float(), (0, segments * hop_length - length)).reshape(-1, hop_length)
+    padded = segmented[rows]  # [R, hop]: the phase over each sounding segment
     lo = ends[..., :-1].permute(1, 0, 2).reshape(harmonics, -1)[:, rows].float()  # [K, R]
     hi = ends[..., 1:].permute(1, 0, 2).reshape(harmonics, -1)[:, rows].float()
     active = count[rows]

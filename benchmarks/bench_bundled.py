@@ -265,7 +265,8 @@ def main() -> None:
               "growth includes its working memory filling up; see the docstring)")  # fmt: skip
     if skipped:
         print(f"skipped the decoder stages: {skipped}")
-    auto = "bfloat16 (native)" if native_bfloat16(codec.device) else "float32 (no native bfloat16)"
+    native = native_bfloat16(codec.device)
+    auto = "bfloat16 (native)" if native else "float32 (no native bfloat16)"
     print(f"decode's --precision auto on this CPU: {auto}")
 
     def rounded(value: Any) -> Any:
@@ -282,7 +283,7 @@ def main() -> None:
         "vocoder": codec.model.config.spectrogram.vocoder,
         "threads": torch.get_num_threads(),
         # what decode's --precision auto computes the decoder network in, on this machine
-        "precision_auto": "bfloat16" if native_bfloat16(codec.device) else "float32",
+        "precision_auto": "bfloat16" if native else "float32",
         "quick": args.quick,
         "seconds": list(seconds),
         "repeats": args.repeats,

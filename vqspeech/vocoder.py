@@ -93,7 +93,7 @@ class _FrameGrid:
 
 
 def polar(magnitude: Tensor, angle: Tensor) -> Tensor:
-    """``magnitude * e^{i angle}``, as ``torch.polar`` computes it, in a third of the time on CPU:
+    """``magnitude * e^{i angle}``, as ``torch.polar`` computes it, in under half the time on CPU:
     torch's real ``cos`` and ``sin`` are vectorised, its complex ``polar`` is not (7.3 vs 3.3 ms
     for 2001 x 257 float32 values on one thread; equal to ~1e-7)."""
     return torch.complex(magnitude * torch.cos(angle), magnitude * torch.sin(angle))
